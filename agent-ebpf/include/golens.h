@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * golens.h: the only contract between the kernel programs and userspace.
+ *
+ * Every struct that crosses a map or a ring buffer is defined here, once.
+ * The Rust side is generated from this file by bindgen (agent-ebpf/build.rs),
+ * so a field added here shows up in Rust or the build fails.
+ *
+ * Rules: fixed-width types only (no bool, no pointers, no enum-typed fields,
+ * no bitfields), explicit padding, a size assertion on every struct.
+ * Padding is an error inside this header (-Wpadded below).
+ */
+#ifndef GOLENS_H
+#define GOLENS_H
+
+#pragma clang diagnostic push
+#pragma clang diagnostic error "-Wpadded"
+
+/*
+ * Histograms: log2 slots of nanoseconds. Slot i counts values v with
+ * floor(log2(v)) == i (slot 0 also takes v == 0); the last slot takes
+ * everything at or above 2^(GOLENS_HIST_SLOTS-1) ns (~4.6 min with 38).
+ * sum_ns is exact, so means and Prometheus _sum are exact.
+ */
+#define GOLENS_HIST_SLOTS 38
+
+struct golens_hist {
+	__u64 slots[GOLENS_HIST_SLOTS];
+	__u64 sum_ns;
+	__u64 count;
+};
+_Static_assert(sizeof(struct golens_hist) == 8 * (GOLENS_HIST_SLOTS + 2), "golens_hist size");
+
+/* Value of the sched_stats map, keyed by tgid (__u32). Created by userspace
+ * when it starts tracking a process, updated in place by the kernel. */
+struct golens_sched_stats {
+	/* wakeup (or preemption) -> on CPU, every thread of the process */
+	struct golens_hist runqueue_latency;
+	/* the task left the CPU while still runnable (preempted) */
+	__u64 involuntary_switches;
+	__u64 _reserved;
+};
+_Static_assert(sizeof(struct golens_sched_stats) == sizeof(struct golens_hist) + 16,
+	       "golens_sched_stats size");
+
+/* Process lifecycle records on the proc_events ring buffer. */
+#define GOLENS_PROC_EXEC 1
+#define GOLENS_PROC_EXIT 2
+
+struct golens_proc_event {
+	__u32 kind; /* GOLENS_PROC_* */
+	__u32 tgid;
+	__u32 pid; /* the thread that exec'd or exited */
+	__u32 _pad;
+};
+_Static_assert(sizeof(struct golens_proc_event) == 16, "golens_proc_event size");
+
+/* Indexes of the agent_counters per-CPU array: every place the kernel side
+ * can drop or skip work counts here, and each becomes a self-metric. */
+#define GOLENS_CTR_RUNQ_START_DROPPED 0   /* wakeup_ts map full: a latency sample lost */
+#define GOLENS_CTR_PROC_EVENT_DROPPED 1   /* proc_events ring buffer full */
+#define GOLENS_CTR_SCHED_STATS_MISSING 2  /* tracked tgid without a stats entry */
+#define GOLENS_CTR_COUNT 3
+
+/* Map capacities (userspace may override tracked/sched_stats at load time). */
+#define GOLENS_MAX_TRACKED_DEFAULT 256
+#define GOLENS_WAKEUP_TS_ENTRIES 32768
+#define GOLENS_PROC_EVENTS_BYTES (256 * 1024)
+
+#pragma clang diagnostic pop
+
+#endif /* GOLENS_H */

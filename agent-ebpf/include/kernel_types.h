@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * kernel_types.h: the few kernel types and constants golens reads, declared
+ * by hand so that the build never depends on the build host's kernel headers.
+ *
+ * Structs carry preserve_access_index: clang records each field access as a
+ * CO-RE relocation and the loader (aya) rewrites the offset against the
+ * running kernel's BTF. Only the fields named here exist as far as the
+ * programs know; their position in these declarations does not matter.
+ */
+#ifndef GOLENS_KERNEL_TYPES_H
+#define GOLENS_KERNEL_TYPES_H
+
+typedef unsigned char __u8;
+typedef signed char __s8;
+typedef unsigned short __u16;
+typedef short __s16;
+typedef unsigned int __u32;
+typedef int __s32;
+typedef unsigned long long __u64;
+typedef long long __s64;
+/* needed by libbpf's bpf_helper_defs.h */
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u32 __wsum;
+typedef _Bool bool;
+typedef int pid_t;
+
+/* uapi/linux/bpf.h values: stable ABI, never renumbered */
+enum {
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_HASH = 5,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
+	BPF_MAP_TYPE_RINGBUF = 27,
+};
+enum {
+	BPF_ANY = 0,
+	BPF_NOEXIST = 1,
+	BPF_EXIST = 2,
+};
+
+#define TASK_RUNNING 0
+
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+
+struct task_struct {
+	/* 5.14+ (commit 2f064a59a11f, "sched: Change task_struct::state") */
+	unsigned int __state;
+	pid_t pid;
+	pid_t tgid;
+};
+
+/* Before 5.14 the field was `volatile long state`: a flavor lets CO-RE pick. */
+struct task_struct___pre514 {
+	long state;
+};
+
+#pragma clang attribute pop
+
+#endif /* GOLENS_KERNEL_TYPES_H */

@@ -1,0 +1,141 @@
+//! Command line (clap derive). Each subcommand's doc comment is its help.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+/// golens: watch running Go services from outside with eBPF.
+///
+/// No code change, no restart, no GODEBUG: golens finds Go processes on the
+/// host, attaches kernel probes to them and serves what it measures as
+/// Prometheus metrics. Running `golens` alone is `golens run`.
+#[derive(Debug, Parser)]
+#[command(name = "golens", version, verbatim_doc_comment)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Log filter (tracing syntax): error, warn, info, debug, or e.g. "golens=debug".
+    #[arg(long, global = true, default_value = "info", env = "GOLENS_LOG")]
+    pub log: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Run(RunArgs),
+}
+
+/// Run the agent: discover Go processes, attach probes, serve /metrics.
+///
+/// Needs root, or CAP_BPF + CAP_PERFMON (+ CAP_SYS_PTRACE to read other
+/// users' executables), and a kernel with BTF (/sys/kernel/btf/vmlinux).
+///
+/// Endpoints: /metrics (Prometheus), /healthz, /readyz (ready once the
+/// probes are attached), /api/v1/snapshot (JSON).
+///
+/// Examples:
+///   golens run                                  # every Go process, 127.0.0.1:9477
+///   golens run --listen 0.0.0.0:9477            # as a DaemonSet, scraped by Prometheus
+///   golens run --pid 4242 --interval 1s         # one process, fresh numbers every second
+///   golens run --comm api --comm worker         # processes whose comm is api or worker
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct RunArgs {
+    /// Address to serve HTTP on. Loopback by default: use 0.0.0.0:9477 to be
+    /// scraped from other hosts (DaemonSet).
+    #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+
+    /// How often kernel maps and /proc are read into a new snapshot
+    /// (e.g. 500ms, 5s, 1m). An exited process's series disappear within two intervals.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Duration,
+
+    #[command(flatten)]
+    pub targets: TargetArgs,
+
+    /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux (for kernels that
+    /// ship BTF separately).
+    #[arg(long, value_name = "FILE", help_heading = "Kernel")]
+    pub btf: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Targets")]
+pub struct TargetArgs {
+    /// Watch only this process (repeatable). Without --pid or --comm every Go
+    /// process is watched, including ones started later.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Watch only Go processes with this comm (the 15-character name in
+    /// /proc/PID/comm; repeatable).
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+
+    /// Watch at most this many processes; the rest are skipped, logged and
+    /// counted in golens_agent_skipped_processes_total{reason="max_processes"}.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_processes: u32,
+}
+
+impl Default for RunArgs {
+    fn default() -> Self {
+        RunArgs {
+            listen: "127.0.0.1:9477".parse().expect("valid literal address"),
+            interval: Duration::from_secs(5),
+            targets: TargetArgs {
+                pids: Vec::new(),
+                comms: Vec::new(),
+                max_processes: 256,
+            },
+            btf: None,
+        }
+    }
+}
+
+/// Parses "250ms", "5s", "2m" or a bare number of seconds ("1.5").
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (examples: 500ms, 5s, 1m)"))?;
+    let seconds = value * scale;
+    if !(0.05..=3600.0).contains(&seconds) {
+        return Err(format!("`{text}` is out of range (50ms to 1h)"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! Reading what discovery needs from /proc. Every function tolerates a
+//! process that vanishes between two reads: that is an error value, not a panic.
+
+use std::{
+    fs, io,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+/// Identity of one process incarnation: a pid plus its start time, so that a
+/// reused pid is never mistaken for the process golens was tracking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcessKey {
+    pub pid: u32,
+    /// Clock ticks after boot (field 22 of /proc/PID/stat).
+    pub start_time: u64,
+}
+
+/// The executable behind `/proc/PID/exe`.
+#[derive(Debug, Clone)]
+pub struct ExeRef {
+    /// What the link points to, e.g. "/usr/bin/app" or "/app (deleted)".
+    pub display_path: String,
+    /// Path that opens the same file even when it is deleted or lives in
+    /// another mount namespace.
+    pub open_path: PathBuf,
+    /// (device, inode): the same binary run many times is read once.
+    pub file_id: (u64, u64),
+}
+
+pub fn proc_root() -> &'static Path {
+    Path::new("/proc")
+}
+
+/// Every numeric entry of /proc (thread group ids).
+pub fn list_pids() -> io::Result<Vec<u32>> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir(proc_root())? {
+        let Ok(entry) = entry else { continue };
+        if let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse().ok())
+        {
+            pids.push(pid);
+        }
+    }
+    pids.sort_unstable();
+    Ok(pids)
+}
+
+pub fn exists(pid: u32) -> bool {
+    proc_root().join(pid.to_string()).exists()
+}
+
+pub fn comm(pid: u32) -> io::Result<String> {
+    let raw = fs::read(proc_root().join(format!("{pid}/comm")))?;
+    Ok(String::from_utf8_lossy(&raw)
+        .trim_end_matches('\n')
+        .to_string())
+}
+
+/// Start time from /proc/PID/stat. The comm field may hold spaces and
+/// parentheses, so fields are counted after the last ')'.
+pub fn start_time(pid: u32) -> io::Result<u64> {
+    let stat = fs::read_to_string(proc_root().join(format!("{pid}/stat")))?;
+    parse_start_time(&stat).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/stat: unexpected format"),
+        )
+    })
+}
+
+fn parse_start_time(stat: &str) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // Fields after comm start at field 3 (state); starttime is field 22.
+    after_comm.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+pub fn key(pid: u32) -> io::Result<ProcessKey> {
+    Ok(ProcessKey {
+        pid,
+        start_time: start_time(pid)?,
+    })
+}
+
+/// The process's executable. Kernel threads have none (`ENOENT`).
+pub fn exe(pid: u32) -> io::Result<ExeRef> {
+    let open_path = proc_root().join(format!("{pid}/exe"));
+    let display_path = fs::read_link(&open_path)?.to_string_lossy().into_owned();
+    let metadata = fs::metadata(&open_path)?;
+    Ok(ExeRef {
+        display_path,
+        open_path,
+        file_id: (metadata.dev(), metadata.ino()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_survives_comm_with_spaces_and_parens() {
+        let stat = "42 (my (weird) app) S 1 42 42 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 7 0 123456 \
+                    1000 10 18446744073709551615";
+        assert_eq!(parse_start_time(stat), Some(123456));
+    }
+
+    #[test]
+    fn start_time_of_garbage_is_none() {
+        assert_eq!(parse_start_time(""), None);
+        assert_eq!(parse_start_time("1 (x) S 1 2"), None);
+        assert_eq!(parse_start_time("no parens at all"), None);
+    }
+
+    #[test]
+    fn own_process_is_readable() {
+        let pid = std::process::id();
+        assert!(exists(pid));
+        assert!(!comm(pid).unwrap().is_empty());
+        assert!(start_time(pid).unwrap() > 0);
+        let exe = exe(pid).unwrap();
+        assert!(exe.display_path.starts_with('/'));
+    }
+}

@@ -1,0 +1,67 @@
+//! HTTP endpoints: /metrics, /healthz, /readyz, /api/v1/snapshot.
+
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
+
+use axum::{
+    extract::State,
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use prometheus_client::registry::Registry;
+
+use crate::{metrics, snapshot::SnapshotCell};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub snapshot: SnapshotCell,
+    pub registry: Arc<Registry>,
+    /// Set once every program is attached and the first /proc scan is done.
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/snapshot", get(snapshot_handler))
+        .with_state(state)
+}
+
+async fn index() -> &'static str {
+    "golens agent\n\n/metrics           Prometheus metrics\n/healthz           liveness\n\
+     /readyz            ready once probes are attached\n/api/v1/snapshot   latest snapshot as JSON\n"
+}
+
+async fn metrics_handler(State(state): State<AppState>) -> Response {
+    match metrics::encode(&state.registry) {
+        Ok(body) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding metrics failed\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        "ready\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: probes are being attached\n",
+        )
+            .into_response()
+    }
+}
+
+async fn snapshot_handler(State(state): State<AppState>) -> Response {
+    Json(state.snapshot.get().as_ref().clone()).into_response()
+}

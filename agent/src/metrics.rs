@@ -1,0 +1,173 @@
+//! Prometheus exposition of the latest [`Snapshot`]: a custom collector that
+//! passes the kernel's histogram buckets through as they are (never
+//! re-observed value by value).
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet},
+    metrics::MetricType,
+    registry::Registry,
+};
+
+use crate::snapshot::{Log2Histogram, ProcessSnapshot, Snapshot, SnapshotCell};
+
+/// Exported latency buckets: kernel slots 9..=34, i.e. `le` from 1.024 µs to
+/// 34.4 s in powers of two, plus +Inf (27 buckets per series).
+pub const FIRST_EXPORTED_SLOT: usize = 9;
+pub const LAST_EXPORTED_SLOT: usize = 34;
+
+/// Content type of the exposition (OpenMetrics text, which Prometheus scrapes natively).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug)]
+struct SnapshotCollector {
+    latest: SnapshotCell,
+}
+
+pub fn registry(latest: SnapshotCell) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector { latest }));
+    registry
+}
+
+pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut body = String::new();
+    prometheus_client::encoding::text::encode(&mut body, registry)?;
+    Ok(body)
+}
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+fn process_labels(process: &ProcessSnapshot, pid: &str) -> Vec<(&'static str, String)> {
+    vec![("pid", pid.to_string()), ("comm", process.comm.clone())]
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = self.latest.get();
+        encode_processes(&snapshot, &mut encoder)?;
+        encode_agent(&snapshot, &mut encoder)
+    }
+}
+
+fn encode_processes(
+    snapshot: &Snapshot,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let pids: Vec<String> = snapshot
+        .processes
+        .iter()
+        .map(|p| p.pid.to_string())
+        .collect();
+
+    let mut family = encoder.encode_descriptor(
+        "golens_process_info",
+        "A watched Go process (value is always 1).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (process, pid) in snapshot.processes.iter().zip(&pids) {
+        let labels: Labels = vec![
+            ("pid", pid),
+            ("comm", &process.comm),
+            ("exe", &process.exe),
+            ("go_version", &process.go_version),
+        ];
+        family.encode_family(&labels)?.encode_gauge(&1u64)?;
+    }
+
+    let mut family = encoder.encode_descriptor(
+        "golens_sched_runqueue_latency_seconds",
+        "Time the process's threads waited on a run queue: wakeup or preemption to on-CPU.",
+        None,
+        MetricType::Histogram,
+    )?;
+    for (process, pid) in snapshot.processes.iter().zip(&pids) {
+        encode_histogram(
+            &mut family.encode_family(&process_labels(process, pid))?,
+            &process.sched.runqueue_latency,
+        )?;
+    }
+
+    let mut family = encoder.encode_descriptor(
+        "golens_sched_involuntary_switches",
+        "Times a thread of the process left the CPU while still runnable (preempted).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (process, pid) in snapshot.processes.iter().zip(&pids) {
+        family
+            .encode_family(&process_labels(process, pid))?
+            .encode_counter::<NoLabelSet, _, u64>(&process.sched.involuntary_switches, None)?;
+    }
+    Ok(())
+}
+
+fn encode_histogram(
+    metric: &mut MetricEncoder,
+    histogram: &Log2Histogram,
+) -> Result<(), std::fmt::Error> {
+    let buckets = histogram.prometheus_buckets(FIRST_EXPORTED_SLOT, LAST_EXPORTED_SLOT);
+    metric.encode_histogram::<NoLabelSet>(histogram.sum_seconds(), histogram.count, &buckets, None)
+}
+
+fn encode_agent(
+    snapshot: &Snapshot,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let agent = &snapshot.agent;
+    let mut family = encoder.encode_descriptor(
+        "golens_agent_tracked_processes",
+        "Go processes the agent is watching.",
+        None,
+        MetricType::Gauge,
+    )?;
+    family.encode_gauge(&agent.tracked_processes)?;
+
+    let labelled_counters = [
+        (
+            "golens_agent_skipped_processes",
+            "Go processes the agent chose not to watch, by reason (max_processes: the --max-processes cap).",
+            &agent.skipped_processes,
+        ),
+        (
+            "golens_agent_kernel_drops",
+            "Work the kernel side dropped, by reason (a full map or ring buffer).",
+            &agent.kernel_drops,
+        ),
+        (
+            "golens_agent_discovery_errors",
+            "Processes whose executable could not be inspected, by reason.",
+            &agent.discovery_errors,
+        ),
+    ];
+    for (name, help, values) in labelled_counters {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (reason, value) in values {
+            family
+                .encode_family(&[("reason", reason.as_str())])?
+                .encode_counter::<NoLabelSet, _, u64>(value, None)?;
+        }
+    }
+
+    let mut family = encoder.encode_descriptor(
+        "golens_agent_program_attached",
+        "eBPF program attached (1) or not (0).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (program, attached) in &agent.programs_attached {
+        family
+            .encode_family(&[("program", program.as_str())])?
+            .encode_gauge(&u64::from(*attached))?;
+    }
+
+    let mut family = encoder.encode_descriptor(
+        "golens_agent_collection_duration_seconds",
+        "Time the last collection (reading every kernel map and /proc file) took.",
+        None,
+        MetricType::Gauge,
+    )?;
+    family.encode_gauge(&agent.collection_duration_seconds)?;
+    Ok(())
+}

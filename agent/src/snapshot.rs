@@ -1,0 +1,179 @@
+//! The one model of everything golens measured at one instant. Every output
+//! (Prometheus, JSON API, TUI) renders a `Snapshot`; none computes its own numbers.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// A log2 histogram of nanoseconds, as the kernel keeps it (see `golens.h`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Log2Histogram {
+    /// `slots[i]` counts values v with floor(log2(v)) == i (slot 0 also holds 0);
+    /// the last slot also holds everything larger.
+    pub slots: Vec<u64>,
+    pub sum_ns: u64,
+    pub count: u64,
+}
+
+impl Log2Histogram {
+    pub fn from_kernel(hist: &golens_ebpf::Hist) -> Self {
+        Log2Histogram {
+            slots: hist.slots.to_vec(),
+            sum_ns: hist.sum_ns,
+            count: hist.count,
+        }
+    }
+
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_ns as f64 / 1e9
+    }
+
+    /// Exclusive upper bound of slot `i`, in seconds: 2^(i+1) ns.
+    pub fn slot_upper_bound_seconds(slot: usize) -> f64 {
+        (1u128 << (slot + 1)) as f64 / 1e9
+    }
+
+    /// Prometheus buckets `(le, count in this bucket)`, not cumulative, ending with +Inf.
+    ///
+    /// Slots below `first_slot` fold into the first bucket and slots above
+    /// `last_slot` into +Inf, so a series carries `last_slot - first_slot + 2`
+    /// buckets instead of one per kernel slot. Bounds are powers of two of
+    /// nanoseconds, exactly the kernel's: no value is reassigned to a bucket
+    /// it does not belong to.
+    ///
+    /// Note on `le`: the kernel slot i holds [2^i, 2^(i+1)) ns, so its values are
+    /// strictly below 2^(i+1) ns and therefore also `<=` that bound.
+    pub fn prometheus_buckets(&self, first_slot: usize, last_slot: usize) -> Vec<(f64, u64)> {
+        let mut buckets = Vec::with_capacity(last_slot.saturating_sub(first_slot) + 2);
+        let mut below_first = 0;
+        let mut above_last = 0;
+        for (slot, &count) in self.slots.iter().enumerate() {
+            if slot < first_slot {
+                below_first += count;
+            } else if slot <= last_slot {
+                let count = if slot == first_slot {
+                    count + below_first
+                } else {
+                    count
+                };
+                buckets.push((Self::slot_upper_bound_seconds(slot), count));
+            } else {
+                above_last += count;
+            }
+        }
+        buckets.push((f64::INFINITY, above_last));
+        buckets
+    }
+}
+
+/// Scheduler view of one process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SchedSnapshot {
+    pub runqueue_latency: Log2Histogram,
+    pub involuntary_switches: u64,
+}
+
+/// One watched Go process.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcessSnapshot {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: String,
+    /// "unknown" when build info is absent.
+    pub go_version: String,
+    pub sched: SchedSnapshot,
+}
+
+/// The agent's own health.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AgentSnapshot {
+    pub tracked_processes: u64,
+    /// Processes the agent chose not to track, by reason (e.g. `max_processes`).
+    pub skipped_processes: BTreeMap<String, u64>,
+    /// Work the kernel side dropped, by reason (see `golens_ebpf::AGENT_COUNTERS`).
+    pub kernel_drops: BTreeMap<String, u64>,
+    /// Processes that could not be inspected, by reason.
+    pub discovery_errors: BTreeMap<String, u64>,
+    /// eBPF programs and whether each is attached.
+    pub programs_attached: BTreeMap<String, bool>,
+    /// How long building this snapshot took.
+    pub collection_duration_seconds: f64,
+    /// Snapshots built since start.
+    pub collections: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// Seconds since the Unix epoch when the snapshot was taken.
+    pub timestamp: f64,
+    pub processes: Vec<ProcessSnapshot>,
+    pub agent: AgentSnapshot,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist(slots: &[(usize, u64)]) -> Log2Histogram {
+        let mut h = Log2Histogram {
+            slots: vec![0; 38],
+            sum_ns: 0,
+            count: 0,
+        };
+        for &(slot, count) in slots {
+            h.slots[slot] = count;
+            h.count += count;
+        }
+        h
+    }
+
+    #[test]
+    fn buckets_fold_below_first_and_above_last() {
+        let h = hist(&[(0, 1), (3, 2), (10, 5), (11, 7), (30, 4), (37, 1)]);
+        let buckets = h.prometheus_buckets(10, 29);
+        assert_eq!(buckets.len(), 21);
+        assert_eq!(buckets[0], (2048e-9, 1 + 2 + 5));
+        assert_eq!(buckets[1], (4096e-9, 7));
+        assert_eq!(buckets.last(), Some(&(f64::INFINITY, 5)));
+        let total: u64 = buckets.iter().map(|b| b.1).sum();
+        assert_eq!(total, h.count, "no sample lost or invented");
+    }
+
+    #[test]
+    fn upper_bounds_are_powers_of_two_nanoseconds() {
+        assert_eq!(Log2Histogram::slot_upper_bound_seconds(0), 2e-9);
+        assert_eq!(Log2Histogram::slot_upper_bound_seconds(9), 1024e-9);
+        assert!((Log2Histogram::slot_upper_bound_seconds(29) - 1.073741824).abs() < 1e-12);
+    }
+
+    #[test]
+    fn empty_histogram_has_all_buckets_zero() {
+        let h = hist(&[]);
+        let buckets = h.prometheus_buckets(9, 34);
+        assert_eq!(buckets.len(), 27);
+        assert!(buckets.iter().all(|b| b.1 == 0));
+    }
+}
+
+/// The latest snapshot, shared between the collector (writer) and the outputs.
+#[derive(Debug, Default, Clone)]
+pub struct SnapshotCell {
+    inner: std::sync::Arc<std::sync::RwLock<std::sync::Arc<Snapshot>>>,
+}
+
+impl SnapshotCell {
+    pub fn get(&self) -> std::sync::Arc<Snapshot> {
+        match self.inner.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn set(&self, snapshot: Snapshot) {
+        let snapshot = std::sync::Arc::new(snapshot);
+        match self.inner.write() {
+            Ok(mut guard) => *guard = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+    }
+}

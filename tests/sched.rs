@@ -1,0 +1,219 @@
+//! Scheduler probes and discovery against the real kernel and real Go processes.
+//! Privileged: run by `cargo xtask test` (as root).
+
+mod common;
+
+use std::{thread::sleep, time::Duration};
+
+use common::{build_workload, start_workload, Agent, ChildGuard};
+
+/// Collections the agent has made (from /api/v1/snapshot): lets tests wait a
+/// number of collection intervals without asserting on wall-clock time.
+fn collections(agent: &Agent) -> u64 {
+    let (_, body) = common::get(&format!("{}/api/v1/snapshot", agent.base_url)).expect("snapshot");
+    let marker = "\"collections\":";
+    let start = body.find(marker).expect("collections in snapshot") + marker.len();
+    body[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn wait_collections(agent: &Agent, count: u64) {
+    let target = collections(agent) + count;
+    while collections(agent) < target {
+        sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn runqueue_latency_agrees_with_the_kernels_schedstat() {
+    // More locked, busy OS threads than CPUs: run-queue latency cannot be zero.
+    let workload = start_workload(&build_workload("runqburn"), &["-duration", "90s"]);
+    let pid = workload.pid();
+    let pid_label = pid.to_string();
+    let labels = [("pid", pid_label.as_str())];
+    let agent = Agent::start(&["--pid", &pid_label]);
+
+    let count_of = |m: &common::Metrics| {
+        m.value("golens_sched_runqueue_latency_seconds_count", &labels)
+            .unwrap_or(0.0)
+    };
+    agent.wait_for(Duration::from_secs(10), |m| count_of(m) > 0.0);
+
+    // Two readings of golens and of the kernel's own per-thread accounting
+    // (/proc/PID/task/*/schedstat field 2 = ns waited on a run queue;
+    // status: nonvoluntary_ctxt_switches), taken back to back, 5 s apart.
+    let read = || {
+        let metrics = agent.metrics();
+        let golens_sum = metrics
+            .value("golens_sched_runqueue_latency_seconds_sum", &labels)
+            .unwrap();
+        let golens_count = count_of(&metrics);
+        let golens_switches = metrics
+            .value("golens_sched_involuntary_switches_total", &labels)
+            .unwrap();
+        let kernel_wait = common::proc_runqueue_wait_ns(pid) as f64 / 1e9;
+        let kernel_switches = common::proc_involuntary_switches(pid) as f64;
+        (
+            golens_sum,
+            golens_count,
+            golens_switches,
+            kernel_wait,
+            kernel_switches,
+        )
+    };
+    let before = read();
+    sleep(Duration::from_secs(5));
+    let after = read();
+
+    let golens_wait = after.0 - before.0;
+    let samples = after.1 - before.1;
+    let golens_switches = after.2 - before.2;
+    let kernel_wait = after.3 - before.3;
+    let kernel_switches = after.4 - before.4;
+    println!(
+        "run-queue wait over 5 s: golens {golens_wait:.4} s in {samples} samples, kernel \
+         schedstat {kernel_wait:.4} s; involuntary switches: golens {golens_switches}, kernel {kernel_switches}"
+    );
+
+    assert!(
+        samples > 100.0,
+        "a busy oversubscribed process must show run-queue samples: {samples}"
+    );
+    let mean = golens_wait / samples;
+    assert!(
+        (1e-6..0.1).contains(&mean),
+        "mean run-queue latency {mean} s is not plausible for 2 ms bursts on 2 CPUs"
+    );
+    // Tolerance: the agent publishes a snapshot every 250 ms, so its reading
+    // lags /proc by up to 250 ms of a 5000 ms window (5%) at each end; we allow
+    // 20% for that plus wakeups whose enqueue precedes the tracepoint.
+    let ratio = golens_wait / kernel_wait;
+    assert!(
+        (0.8..=1.25).contains(&ratio),
+        "golens run-queue time {golens_wait} s vs kernel schedstat {kernel_wait} s (ratio {ratio:.3})"
+    );
+    let ratio = golens_switches / kernel_switches;
+    assert!(
+        kernel_switches > 50.0 && (0.8..=1.25).contains(&ratio),
+        "golens involuntary switches {golens_switches} vs kernel {kernel_switches} (ratio {ratio:.3})"
+    );
+
+    // Buckets are cumulative, end with +Inf == count, and cover the samples.
+    let metrics = agent.metrics();
+    let inf = metrics
+        .value(
+            "golens_sched_runqueue_latency_seconds_bucket",
+            &[("pid", &pid_label), ("le", "+Inf")],
+        )
+        .unwrap();
+    assert_eq!(inf, count_of(&metrics), "+Inf bucket must equal _count");
+}
+
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn scan_tracks_go_processes_and_ignores_others() {
+    let workload = start_workload(
+        &build_workload("runqburn"),
+        &["-duration", "60s", "-workers", "1"],
+    );
+    let not_go = ChildGuard(
+        std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap(),
+    );
+    let agent = Agent::start(&[]);
+    let metrics = agent.metrics();
+
+    let info = metrics
+        .find(
+            "golens_process_info",
+            &[("pid", &workload.pid().to_string())],
+        )
+        .expect("a Go process running before the agent is found by the /proc scan");
+    assert_eq!(info.labels["comm"], "runqburn");
+    assert!(
+        info.labels["go_version"].starts_with("go1."),
+        "{:?}",
+        info.labels
+    );
+    assert!(
+        info.labels["exe"].ends_with("/runqburn"),
+        "{:?}",
+        info.labels
+    );
+    assert!(
+        !metrics.has_pid("golens_process_info", not_go.pid()),
+        "`sleep` is not Go"
+    );
+    assert!(
+        metrics
+            .value("golens_agent_tracked_processes", &[])
+            .unwrap()
+            >= 1.0
+    );
+}
+
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn exec_is_discovered_and_exit_removes_series_within_two_collections() {
+    let binary = build_workload("runqburn");
+    let agent = Agent::start(&["--comm", "runqburn"]);
+    let mut workload = start_workload(&binary, &["-duration", "3s", "-workers", "1"]);
+    let pid = workload.pid();
+
+    let metrics = agent.wait_for(Duration::from_secs(10), |m| {
+        m.has_pid("golens_process_info", pid)
+    });
+    assert!(
+        metrics.has_pid("golens_process_info", pid),
+        "process started after the agent not found"
+    );
+    assert!(metrics.has_pid("golens_sched_runqueue_latency_seconds_count", pid));
+
+    let status = workload.0.wait().unwrap();
+    assert!(
+        status.success(),
+        "workload failed under the probes: {status}"
+    );
+    wait_collections(&agent, 2);
+    let metrics = agent.metrics();
+    for family in [
+        "golens_process_info",
+        "golens_sched_runqueue_latency_seconds_count",
+        "golens_sched_involuntary_switches_total",
+    ] {
+        assert!(
+            !metrics.has_pid(family, pid),
+            "{family} still has exited pid {pid}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn target_survives_agent_sigkill() {
+    let workload = start_workload(
+        &build_workload("runqburn"),
+        &["-duration", "4s", "-workers", "2"],
+    );
+    let mut workload = workload;
+    let agent = Agent::start(&["--pid", &workload.pid().to_string()]);
+    agent.wait_for(Duration::from_secs(10), |m| {
+        m.has_pid("golens_process_info", workload.pid())
+    });
+    // SIGKILL: no cleanup code runs; the kernel closes the links' fds.
+    let mut child = agent.child;
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let status = workload.0.wait().unwrap();
+    assert!(
+        status.success(),
+        "target must keep running and exit normally: {status}"
+    );
+}

@@ -1,0 +1,3 @@
+module golens.dev/workloads
+
+go 1.19
