@@ -18,6 +18,7 @@ const INPUTS: &[&str] = &[
     "bpf/common.bpf.h",
     "bpf/sched.bpf.c",
     "bpf/procs.bpf.c",
+    "bpf/goruntime.bpf.c",
     "include/golens.h",
     "include/kernel_types.h",
 ];
@@ -51,13 +52,9 @@ fn run() -> Result<()> {
 
 /// Directory that holds `bpf/bpf_helpers.h` (libbpf-dev).
 fn libbpf_include_dir() -> Result<PathBuf> {
-    let candidates = env::var("LIBBPF_INCLUDE")
-        .map(|dir| vec![PathBuf::from(dir)])
-        .unwrap_or_else(|_| {
-            vec![
-                PathBuf::from("/usr/include"),
-                PathBuf::from("/usr/local/include"),
-            ]
+    let candidates =
+        env::var("LIBBPF_INCLUDE").map(|dir| vec![PathBuf::from(dir)]).unwrap_or_else(|_| {
+            vec![PathBuf::from("/usr/include"), PathBuf::from("/usr/local/include")]
         });
     candidates
         .into_iter()
@@ -97,11 +94,7 @@ fn compile_unit(
         Err(error) => return Err(error).with_context(|| format!("running `{clang}`")),
     };
     if !output.status.success() {
-        bail!(
-            "clang failed on {}:\n{}",
-            source.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        bail!("clang failed on {}:\n{}", source.display(), String::from_utf8_lossy(&output.stderr));
     }
     Ok(())
 }
@@ -109,10 +102,7 @@ fn compile_unit(
 fn generate_bindings(manifest: &Path, out_dir: &Path) -> Result<()> {
     let include = manifest.join("include");
     let bindings = bindgen::Builder::default()
-        .header_contents(
-            "wrapper.h",
-            "#include \"kernel_types.h\"\n#include \"golens.h\"\n",
-        )
+        .header_contents("wrapper.h", "#include \"kernel_types.h\"\n#include \"golens.h\"\n")
         .clang_arg(format!("-I{}", include.display()))
         .allowlist_type("golens_.*")
         .allowlist_var("GOLENS_.*")
@@ -125,7 +115,5 @@ fn generate_bindings(manifest: &Path, out_dir: &Path) -> Result<()> {
                 "bindgen on include/golens.h failed ({error}); it needs libclang: {INSTALL_HINT}"
             )
         })?;
-    bindings
-        .write_to_file(out_dir.join("golens_bindings.rs"))
-        .context("writing golens_bindings.rs")
+    bindings.write_to_file(out_dir.join("golens_bindings.rs")).context("writing golens_bindings.rs")
 }

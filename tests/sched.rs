@@ -13,12 +13,7 @@ fn collections(agent: &Agent) -> u64 {
     let (_, body) = common::get(&format!("{}/api/v1/snapshot", agent.base_url)).expect("snapshot");
     let marker = "\"collections\":";
     let start = body.find(marker).expect("collections in snapshot") + marker.len();
-    body[start..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    body[start..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
 }
 
 fn wait_collections(agent: &Agent, count: u64) {
@@ -39,8 +34,7 @@ fn runqueue_latency_agrees_with_the_kernels_schedstat() {
     let agent = Agent::start(&["--pid", &pid_label]);
 
     let count_of = |m: &common::Metrics| {
-        m.value("golens_sched_runqueue_latency_seconds_count", &labels)
-            .unwrap_or(0.0)
+        m.value("golens_sched_runqueue_latency_seconds_count", &labels).unwrap_or(0.0)
     };
     agent.wait_for(Duration::from_secs(10), |m| count_of(m) > 0.0);
 
@@ -49,22 +43,14 @@ fn runqueue_latency_agrees_with_the_kernels_schedstat() {
     // status: nonvoluntary_ctxt_switches), taken back to back, 5 s apart.
     let read = || {
         let metrics = agent.metrics();
-        let golens_sum = metrics
-            .value("golens_sched_runqueue_latency_seconds_sum", &labels)
-            .unwrap();
+        let golens_sum =
+            metrics.value("golens_sched_runqueue_latency_seconds_sum", &labels).unwrap();
         let golens_count = count_of(&metrics);
-        let golens_switches = metrics
-            .value("golens_sched_involuntary_switches_total", &labels)
-            .unwrap();
+        let golens_switches =
+            metrics.value("golens_sched_involuntary_switches_total", &labels).unwrap();
         let kernel_wait = common::proc_runqueue_wait_ns(pid) as f64 / 1e9;
         let kernel_switches = common::proc_involuntary_switches(pid) as f64;
-        (
-            golens_sum,
-            golens_count,
-            golens_switches,
-            kernel_wait,
-            kernel_switches,
-        )
+        (golens_sum, golens_count, golens_switches, kernel_wait, kernel_switches)
     };
     let before = read();
     sleep(Duration::from_secs(5));
@@ -117,59 +103,32 @@ fn runqueue_latency_agrees_with_the_kernels_schedstat() {
 #[test]
 #[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
 fn scan_tracks_go_processes_and_ignores_others() {
-    let workload = start_workload(
-        &build_workload("runqburn"),
-        &["-duration", "60s", "-workers", "1"],
-    );
-    let not_go = ChildGuard(
-        std::process::Command::new("sleep")
-            .arg("60")
-            .spawn()
-            .unwrap(),
-    );
+    let workload =
+        start_workload(&build_workload("runqburn"), &["-duration", "60s", "-workers", "1"]);
+    let not_go = ChildGuard(std::process::Command::new("sleep").arg("60").spawn().unwrap());
     let agent = Agent::start(&[]);
     let metrics = agent.metrics();
 
     let info = metrics
-        .find(
-            "golens_process_info",
-            &[("pid", &workload.pid().to_string())],
-        )
+        .find("golens_process_info", &[("pid", &workload.pid().to_string())])
         .expect("a Go process running before the agent is found by the /proc scan");
-    assert_eq!(info.labels["comm"], "runqburn");
-    assert!(
-        info.labels["go_version"].starts_with("go1."),
-        "{:?}",
-        info.labels
-    );
-    assert!(
-        info.labels["exe"].ends_with("/runqburn"),
-        "{:?}",
-        info.labels
-    );
-    assert!(
-        !metrics.has_pid("golens_process_info", not_go.pid()),
-        "`sleep` is not Go"
-    );
-    assert!(
-        metrics
-            .value("golens_agent_tracked_processes", &[])
-            .unwrap()
-            >= 1.0
-    );
+    assert_eq!(info.labels["comm"], "runqburn-1.19");
+    assert!(info.labels["go_version"].starts_with("go1."), "{:?}", info.labels);
+    assert!(info.labels["exe"].ends_with("/runqburn-1.19"), "{:?}", info.labels);
+    assert!(!metrics.has_pid("golens_process_info", not_go.pid()), "`sleep` is not Go");
+    assert!(metrics.value("golens_agent_tracked_processes", &[]).unwrap() >= 1.0);
 }
 
 #[test]
 #[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
 fn exec_is_discovered_and_exit_removes_series_within_two_collections() {
     let binary = build_workload("runqburn");
-    let agent = Agent::start(&["--comm", "runqburn"]);
+    let agent = Agent::start(&["--comm", "runqburn-1.19"]);
     let mut workload = start_workload(&binary, &["-duration", "3s", "-workers", "1"]);
     let pid = workload.pid();
 
-    let metrics = agent.wait_for(Duration::from_secs(10), |m| {
-        m.has_pid("golens_process_info", pid)
-    });
+    let metrics =
+        agent.wait_for(Duration::from_secs(10), |m| m.has_pid("golens_process_info", pid));
     assert!(
         metrics.has_pid("golens_process_info", pid),
         "process started after the agent not found"
@@ -177,10 +136,7 @@ fn exec_is_discovered_and_exit_removes_series_within_two_collections() {
     assert!(metrics.has_pid("golens_sched_runqueue_latency_seconds_count", pid));
 
     let status = workload.0.wait().unwrap();
-    assert!(
-        status.success(),
-        "workload failed under the probes: {status}"
-    );
+    assert!(status.success(), "workload failed under the probes: {status}");
     wait_collections(&agent, 2);
     let metrics = agent.metrics();
     for family in [
@@ -188,32 +144,22 @@ fn exec_is_discovered_and_exit_removes_series_within_two_collections() {
         "golens_sched_runqueue_latency_seconds_count",
         "golens_sched_involuntary_switches_total",
     ] {
-        assert!(
-            !metrics.has_pid(family, pid),
-            "{family} still has exited pid {pid}"
-        );
+        assert!(!metrics.has_pid(family, pid), "{family} still has exited pid {pid}");
     }
 }
 
 #[test]
 #[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
 fn target_survives_agent_sigkill() {
-    let workload = start_workload(
-        &build_workload("runqburn"),
-        &["-duration", "4s", "-workers", "2"],
-    );
+    let workload =
+        start_workload(&build_workload("runqburn"), &["-duration", "4s", "-workers", "2"]);
     let mut workload = workload;
     let agent = Agent::start(&["--pid", &workload.pid().to_string()]);
-    agent.wait_for(Duration::from_secs(10), |m| {
-        m.has_pid("golens_process_info", workload.pid())
-    });
+    agent.wait_for(Duration::from_secs(10), |m| m.has_pid("golens_process_info", workload.pid()));
     // SIGKILL: no cleanup code runs; the kernel closes the links' fds.
     let mut child = agent.child;
     child.0.kill().unwrap();
     child.0.wait().unwrap();
     let status = workload.0.wait().unwrap();
-    assert!(
-        status.success(),
-        "target must keep running and exit normally: {status}"
-    );
+    assert!(status.success(), "target must keep running and exit normally: {status}");
 }

@@ -11,5 +11,6 @@
 /* sched first: procs uses its wakeup_ts map */
 #include "sched.bpf.c"
 #include "procs.bpf.c"
+#include "goruntime.bpf.c"
 
 char LICENSE[] SEC("license") = "GPL";

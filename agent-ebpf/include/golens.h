@@ -43,6 +43,33 @@ struct golens_sched_stats {
 _Static_assert(sizeof(struct golens_sched_stats) == sizeof(struct golens_hist) + 16,
 	       "golens_sched_stats size");
 
+/*
+ * Go runtime view of one process (value of the go_stats map, keyed by tgid).
+ * Created by userspace when it attaches the runtime uprobes; the kernel only
+ * updates it. The *_ns state fields pair an entry with its return: one GC
+ * cycle and one stop-the-world run at a time in a Go process (the runtime
+ * serialises them with worldsema/gcsema), so one slot per process suffices.
+ */
+#define GOLENS_STW_REASONS 17 /* runtime.stwReason values 0..16 (Go 1.21-1.27); 0 = unknown */
+
+struct golens_go_stats {
+	__u64 gc_cycles;            /* cycles started (runtime.gcResetMarkState entry) */
+	__u64 sysmon_preemptions;   /* runtime.retake -> preemptone calls */
+	__u64 stw_stops;            /* stopTheWorldWithSema entries */
+	__u64 stw_unpaired;         /* a return seen without its entry (probe attached mid-pause) */
+	/* pairing state, not exported */
+	__u64 cycle_started_ns;
+	__u64 stw_started_ns;
+	__u64 stw_reason;
+	__u64 _reserved;
+	struct golens_hist gc_cycle_duration;   /* cycle start -> gcMarkTermination return */
+	struct golens_hist stw_time_to_stop;    /* stopTheWorldWithSema entry -> its return */
+	struct golens_hist stw_pause[GOLENS_STW_REASONS]; /* stop entry -> startTheWorldWithSema return */
+};
+_Static_assert(sizeof(struct golens_go_stats) ==
+		       64 + (2 + GOLENS_STW_REASONS) * sizeof(struct golens_hist),
+	       "golens_go_stats size");
+
 /* Process lifecycle records on the proc_events ring buffer. */
 #define GOLENS_PROC_EXEC 1
 #define GOLENS_PROC_EXIT 2

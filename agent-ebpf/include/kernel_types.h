@@ -43,6 +43,35 @@ enum {
 
 #define TASK_RUNNING 0
 
+/* x86-64 register file as uprobe programs see it (uapi struct pt_regs layout,
+ * the context of BPF_PROG_TYPE_KPROBE: fixed ABI, not relocated). */
+struct pt_regs {
+	unsigned long r15;
+	unsigned long r14;
+	unsigned long r13;
+	unsigned long r12;
+	unsigned long bp;
+	unsigned long bx;
+	unsigned long r11;
+	unsigned long r10;
+	unsigned long r9;
+	unsigned long r8;
+	unsigned long ax;
+	unsigned long cx;
+	unsigned long dx;
+	unsigned long si;
+	unsigned long di;
+	unsigned long orig_ax;
+	unsigned long ip;
+	unsigned long cs;
+	unsigned long flags;
+	unsigned long sp;
+	unsigned long ss;
+};
+
+#define X86_EFLAGS_CF 0x0001UL
+#define X86_EFLAGS_ZF 0x0040UL
+
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
 struct task_struct {

@@ -12,7 +12,8 @@ pub mod bindings {
 }
 
 pub use bindings::{
-    golens_hist as Hist, golens_proc_event as ProcEvent, golens_sched_stats as SchedStats,
+    golens_go_stats as GoStats, golens_hist as Hist, golens_proc_event as ProcEvent,
+    golens_sched_stats as SchedStats,
 };
 
 // SAFETY: plain-old-data structs of fixed-width integers with explicit padding
@@ -20,12 +21,15 @@ pub use bindings::{
 unsafe impl aya::Pod for Hist {}
 unsafe impl aya::Pod for SchedStats {}
 unsafe impl aya::Pod for ProcEvent {}
+unsafe impl aya::Pod for GoStats {}
 
 /// The compiled object with every probe family (built by build.rs).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/golens.bpf.o"));
 
 /// Number of log2 slots in a [`Hist`].
 pub const HIST_SLOTS: usize = bindings::GOLENS_HIST_SLOTS as usize;
+/// Number of stop-the-world reasons a [`GoStats`] keeps a histogram for.
+pub const STW_REASONS: usize = bindings::GOLENS_STW_REASONS as usize;
 
 /// Map names in the object.
 pub mod maps {
@@ -34,7 +38,9 @@ pub mod maps {
     pub const WAKEUP_TS: &str = "wakeup_ts";
     pub const SCHED_STATS: &str = "sched_stats";
     pub const PROC_EVENTS: &str = "proc_events";
-    pub const ALL: &[&str] = &[TRACKED, AGENT_COUNTERS, WAKEUP_TS, SCHED_STATS, PROC_EVENTS];
+    pub const GO_STATS: &str = "go_stats";
+    pub const ALL: &[&str] =
+        &[TRACKED, AGENT_COUNTERS, WAKEUP_TS, SCHED_STATS, PROC_EVENTS, GO_STATS];
 }
 
 /// A tp_btf program and the tracepoint it attaches to.
@@ -48,26 +54,14 @@ pub struct BtfTracepointProgram {
 pub mod programs {
     use super::BtfTracepointProgram as P;
 
-    pub const PROCESS_EXEC: P = P {
-        program: "golens_process_exec",
-        tracepoint: "sched_process_exec",
-    };
-    pub const PROCESS_EXIT: P = P {
-        program: "golens_process_exit",
-        tracepoint: "sched_process_exit",
-    };
-    pub const SCHED_WAKEUP: P = P {
-        program: "golens_sched_wakeup",
-        tracepoint: "sched_wakeup",
-    };
-    pub const SCHED_WAKEUP_NEW: P = P {
-        program: "golens_sched_wakeup_new",
-        tracepoint: "sched_wakeup_new",
-    };
-    pub const SCHED_SWITCH: P = P {
-        program: "golens_sched_switch",
-        tracepoint: "sched_switch",
-    };
+    pub const PROCESS_EXEC: P =
+        P { program: "golens_process_exec", tracepoint: "sched_process_exec" };
+    pub const PROCESS_EXIT: P =
+        P { program: "golens_process_exit", tracepoint: "sched_process_exit" };
+    pub const SCHED_WAKEUP: P = P { program: "golens_sched_wakeup", tracepoint: "sched_wakeup" };
+    pub const SCHED_WAKEUP_NEW: P =
+        P { program: "golens_sched_wakeup_new", tracepoint: "sched_wakeup_new" };
+    pub const SCHED_SWITCH: P = P { program: "golens_sched_switch", tracepoint: "sched_switch" };
 
     /// Discovery: without these the agent cannot follow exec/exit.
     pub const DISCOVERY: &[P] = &[PROCESS_EXEC, PROCESS_EXIT];
@@ -75,18 +69,29 @@ pub mod programs {
     pub const SCHED: &[P] = &[SCHED_WAKEUP, SCHED_WAKEUP_NEW, SCHED_SWITCH];
 }
 
+/// Uprobe programs on Go runtime functions (see `bpf/goruntime.bpf.c`).
+pub mod uprobes {
+    pub const GC_CYCLE_START: &str = "golens_go_gc_cycle_start";
+    pub const GC_CYCLE_END: &str = "golens_go_gc_cycle_end";
+    pub const STW_STOP: &str = "golens_go_stw_stop";
+    pub const STW_STOP_REASON: &str = "golens_go_stw_stop_reason";
+    pub const STW_STOPPED: &str = "golens_go_stw_stopped";
+    pub const STW_STARTED: &str = "golens_go_stw_started";
+    pub const SYSMON_PREEMPT: &str = "golens_go_sysmon_preempt";
+    pub const ALL: &[&str] = &[
+        GC_CYCLE_START,
+        GC_CYCLE_END,
+        STW_STOP,
+        STW_STOP_REASON,
+        STW_STOPPED,
+        STW_STARTED,
+        SYSMON_PREEMPT,
+    ];
+}
+
 /// Indexes of the `agent_counters` per-CPU array and their metric `reason` labels.
 pub const AGENT_COUNTERS: &[(u32, &str)] = &[
-    (
-        bindings::GOLENS_CTR_RUNQ_START_DROPPED,
-        "runqueue_start_map_full",
-    ),
-    (
-        bindings::GOLENS_CTR_PROC_EVENT_DROPPED,
-        "proc_event_ring_full",
-    ),
-    (
-        bindings::GOLENS_CTR_SCHED_STATS_MISSING,
-        "sched_stats_missing",
-    ),
+    (bindings::GOLENS_CTR_RUNQ_START_DROPPED, "runqueue_start_map_full"),
+    (bindings::GOLENS_CTR_PROC_EVENT_DROPPED, "proc_event_ring_full"),
+    (bindings::GOLENS_CTR_SCHED_STATS_MISSING, "sched_stats_missing"),
 ];

@@ -1,51 +1,49 @@
 //! The embedded object against the running kernel: every map and program the
 //! agent names exists, and every program passes the verifier and attaches.
 
-use aya::{programs::BtfTracePoint, Btf, EbpfLoader};
-use golens_ebpf::{maps, programs, OBJECT};
+use aya::{
+    programs::{BtfTracePoint, UProbe},
+    Btf, EbpfLoader,
+};
+use golens_ebpf::{maps, programs, uprobes, OBJECT};
 
 #[test]
 #[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
 fn every_named_map_and_program_loads_and_attaches() {
     let btf = Btf::from_sys_fs().expect("kernel BTF at /sys/kernel/btf/vmlinux");
-    let mut ebpf = EbpfLoader::new()
-        .btf(Some(&btf))
-        .load(OBJECT)
-        .expect("object loads");
+    let mut ebpf = EbpfLoader::new().btf(Some(&btf)).load(OBJECT).expect("object loads");
     for name in maps::ALL {
-        assert!(
-            ebpf.map(name).is_some(),
-            "map `{name}` missing from the object"
-        );
+        assert!(ebpf.map(name).is_some(), "map `{name}` missing from the object");
     }
     let all: Vec<_> = programs::DISCOVERY.iter().chain(programs::SCHED).collect();
     assert_eq!(
-        all.len(),
+        all.len() + uprobes::ALL.len(),
         ebpf.programs().count(),
         "a program in the object has no name constant"
     );
+    for name in uprobes::ALL {
+        let program: &mut UProbe = ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("program `{name}` missing"))
+            .try_into()
+            .expect("uprobe program");
+        program.load().unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    }
     for spec in all {
         let program: &mut BtfTracePoint = ebpf
             .program_mut(spec.program)
             .unwrap_or_else(|| panic!("program `{}` missing", spec.program))
             .try_into()
             .expect("tp_btf program");
-        program
-            .load(spec.tracepoint, &btf)
-            .unwrap_or_else(|e| panic!("{}: {e:?}", spec.program));
-        program
-            .attach()
-            .unwrap_or_else(|e| panic!("{}: {e}", spec.program));
+        program.load(spec.tracepoint, &btf).unwrap_or_else(|e| panic!("{}: {e:?}", spec.program));
+        program.attach().unwrap_or_else(|e| panic!("{}: {e}", spec.program));
     }
 }
 
 #[test]
 fn shared_struct_sizes_match_the_header() {
     // bindgen already asserts these at compile time; this states the contract plainly.
-    assert_eq!(
-        std::mem::size_of::<golens_ebpf::Hist>(),
-        8 * (golens_ebpf::HIST_SLOTS + 2)
-    );
+    assert_eq!(std::mem::size_of::<golens_ebpf::Hist>(), 8 * (golens_ebpf::HIST_SLOTS + 2));
     assert_eq!(
         std::mem::size_of::<golens_ebpf::SchedStats>(),
         std::mem::size_of::<golens_ebpf::Hist>() + 16

@@ -23,6 +23,36 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Run(RunArgs),
+    List(ListArgs),
+}
+
+/// List the Go processes on this host: Go version, stripped or not, PIE or
+/// not, and which runtime probes attach (with the reason for each that does
+/// not).
+///
+/// By default golens inspects the binaries itself and reports which probes
+/// *would* attach (no eBPF is loaded; root is needed only to read other
+/// users' processes). With --agent it shows what a running agent actually
+/// attached.
+///
+/// Examples:
+///   golens list
+///   golens list --pid 4242 --verbose
+///   golens list --agent http://127.0.0.1:9477
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ListArgs {
+    /// Ask a running agent (its base URL) instead of inspecting locally.
+    #[arg(long, value_name = "URL")]
+    pub agent: Option<String>,
+
+    /// Only this process (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Also list the probes that attach, with their functions and points.
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 /// Run the agent: discover Go processes, attach probes, serve /metrics.
@@ -84,11 +114,7 @@ impl Default for RunArgs {
         RunArgs {
             listen: "127.0.0.1:9477".parse().expect("valid literal address"),
             interval: Duration::from_secs(5),
-            targets: TargetArgs {
-                pids: Vec::new(),
-                comms: Vec::new(),
-                max_processes: 256,
-            },
+            targets: TargetArgs { pids: Vec::new(), comms: Vec::new(), max_processes: 256 },
             btf: None,
         }
     }

@@ -2,14 +2,14 @@
 
 mod cli;
 mod discovery;
+mod goruntime;
 mod http;
+mod list;
 mod metrics;
 mod preflight;
 mod probes;
 mod run;
 mod snapshot;
-// The probe-point half of `target` (functions, RETs, entry branches) is used by the Go runtime probes.
-#[allow(dead_code, unused_imports)]
 mod target;
 mod tracker;
 
@@ -19,16 +19,11 @@ use tracing_subscriber::EnvFilter;
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 
-    let result = match cli
-        .command
-        .unwrap_or(cli::Command::Run(cli::RunArgs::default()))
-    {
+    let result = match cli.command.unwrap_or(cli::Command::Run(cli::RunArgs::default())) {
         cli::Command::Run(args) => tokio_runtime().and_then(|rt| rt.block_on(run::run(args))),
+        cli::Command::List(args) => list::list(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -40,8 +35,5 @@ fn main() -> std::process::ExitCode {
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }

@@ -38,8 +38,8 @@ pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
 
-fn process_labels(process: &ProcessSnapshot, pid: &str) -> Vec<(&'static str, String)> {
-    vec![("pid", pid.to_string()), ("comm", process.comm.clone())]
+fn process_labels(process: &ProcessSnapshot) -> Vec<(&'static str, String)> {
+    vec![("pid", process.pid.to_string()), ("comm", process.comm.clone())]
 }
 
 impl Collector for SnapshotCollector {
@@ -50,25 +50,62 @@ impl Collector for SnapshotCollector {
     }
 }
 
+/// Per-process families: `value` returns None for processes whose probes
+/// for this metric are not attached (absent, not zero: a missing probe must
+/// not read as "nothing happened").
+fn encode_process_counters(
+    encoder: &mut DescriptorEncoder,
+    processes: &[ProcessSnapshot],
+    (name, help): (&str, &str),
+    value: fn(&ProcessSnapshot) -> Option<u64>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for process in processes {
+        if let Some(value) = value(process) {
+            metric
+                .encode_family(&process_labels(process))?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+        }
+    }
+    Ok(())
+}
+
+fn encode_process_histograms(
+    encoder: &mut DescriptorEncoder,
+    processes: &[ProcessSnapshot],
+    (name, help): (&str, &str),
+    value: fn(&ProcessSnapshot) -> Option<&Log2Histogram>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for process in processes {
+        if let Some(histogram) = value(process) {
+            encode_histogram(&mut metric.encode_family(&process_labels(process))?, histogram)?;
+        }
+    }
+    Ok(())
+}
+
+const GC_CYCLE_PROBES: &[&str] = &["gc_cycle_start"];
+const GC_DURATION_PROBES: &[&str] = &["gc_cycle_start", "gc_cycle_end"];
+const STW_PAUSE_PROBES: &[&str] = &["stw_stop", "stw_started"];
+const STW_TIME_TO_STOP_PROBES: &[&str] = &["stw_stop", "stw_stopped"];
+const SYSMON_PROBES: &[&str] = &["sysmon_preempt"];
+
 fn encode_processes(
     snapshot: &Snapshot,
     encoder: &mut DescriptorEncoder,
 ) -> Result<(), std::fmt::Error> {
-    let pids: Vec<String> = snapshot
-        .processes
-        .iter()
-        .map(|p| p.pid.to_string())
-        .collect();
-
+    let processes = &snapshot.processes;
     let mut family = encoder.encode_descriptor(
         "golens_process_info",
         "A watched Go process (value is always 1).",
         None,
         MetricType::Gauge,
     )?;
-    for (process, pid) in snapshot.processes.iter().zip(&pids) {
+    for process in processes {
+        let pid = process.pid.to_string();
         let labels: Labels = vec![
-            ("pid", pid),
+            ("pid", &pid),
             ("comm", &process.comm),
             ("exe", &process.exe),
             ("go_version", &process.go_version),
@@ -76,29 +113,94 @@ fn encode_processes(
         family.encode_family(&labels)?.encode_gauge(&1u64)?;
     }
 
+    encode_process_histograms(
+        encoder,
+        processes,
+        (
+            "golens_sched_runqueue_latency_seconds",
+            "Time the process's threads waited on a run queue: wakeup or preemption to on-CPU.",
+        ),
+        |p| Some(&p.sched.runqueue_latency),
+    )?;
+    encode_process_counters(
+        encoder,
+        processes,
+        (
+            "golens_sched_involuntary_switches",
+            "Times a thread of the process left the CPU while still runnable (preempted).",
+        ),
+        |p| Some(p.sched.involuntary_switches),
+    )?;
+
+    encode_process_counters(
+        encoder,
+        processes,
+        (
+            "golens_go_gc_cycles",
+            "GC cycles started (runtime.gcResetMarkState, called by gcStart once per cycle).",
+        ),
+        |p| p.probes_attached(GC_CYCLE_PROBES).then_some(p.go.gc_cycles),
+    )?;
+    encode_process_histograms(
+        encoder,
+        processes,
+        (
+            "golens_go_gc_cycle_duration_seconds",
+            "GC cycle: from its start (runtime.gcResetMarkState entry) to the return of \
+               runtime.gcMarkTermination.",
+        ),
+        |p| p.probes_attached(GC_DURATION_PROBES).then_some(&p.go.gc_cycle_duration),
+    )?;
+    encode_process_histograms(
+        encoder,
+        processes,
+        (
+            "golens_go_stw_time_to_stop_seconds",
+            "Stop-the-world: stopTheWorldWithSema entry to its return (waiting for every P \
+               to stop).",
+        ),
+        |p| p.probes_attached(STW_TIME_TO_STOP_PROBES).then_some(&p.go.stw_time_to_stop),
+    )?;
+
     let mut family = encoder.encode_descriptor(
-        "golens_sched_runqueue_latency_seconds",
-        "Time the process's threads waited on a run queue: wakeup or preemption to on-CPU.",
+        "golens_go_stw_pause_seconds",
+        "Stop-the-world pause: stopTheWorldWithSema entry to startTheWorldWithSema return, by \
+         reason (the runtime's stwReason, Go 1.21+; unknown before).",
         None,
         MetricType::Histogram,
     )?;
-    for (process, pid) in snapshot.processes.iter().zip(&pids) {
-        encode_histogram(
-            &mut family.encode_family(&process_labels(process, pid))?,
-            &process.sched.runqueue_latency,
-        )?;
+    for process in processes.iter().filter(|p| p.probes_attached(STW_PAUSE_PROBES)) {
+        for (reason, histogram) in &process.go.stw_pause {
+            let mut labels = process_labels(process);
+            labels.push(("reason", reason.clone()));
+            encode_histogram(&mut family.encode_family(&labels)?, histogram)?;
+        }
     }
 
-    let mut family = encoder.encode_descriptor(
-        "golens_sched_involuntary_switches",
-        "Times a thread of the process left the CPU while still runnable (preempted).",
-        None,
-        MetricType::Counter,
+    encode_process_counters(
+        encoder,
+        processes,
+        (
+            "golens_go_sysmon_preemptions",
+            "Goroutines sysmon asked to yield after running more than 10 ms (calls of \
+               runtime.preemptone from runtime.retake).",
+        ),
+        |p| p.probes_attached(SYSMON_PROBES).then_some(p.go.sysmon_preemptions),
     )?;
-    for (process, pid) in snapshot.processes.iter().zip(&pids) {
-        family
-            .encode_family(&process_labels(process, pid))?
-            .encode_counter::<NoLabelSet, _, u64>(&process.sched.involuntary_switches, None)?;
+
+    let mut family = encoder.encode_descriptor(
+        "golens_probe_attached",
+        "Go runtime probe attached to the process (1) or not (0; the reason is in the log and \
+         in `golens list`).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for process in processes {
+        for probe in &process.probes {
+            let mut labels = process_labels(process);
+            labels.push(("probe", probe.probe.clone()));
+            family.encode_family(&labels)?.encode_gauge(&u64::from(probe.attached))?;
+        }
     }
     Ok(())
 }

@@ -34,10 +34,7 @@ impl Capabilities {
     }
 
     fn parse_status(status: &str) -> Option<Capabilities> {
-        let hex = status
-            .lines()
-            .find_map(|line| line.strip_prefix("CapEff:"))?
-            .trim();
+        let hex = status.lines().find_map(|line| line.strip_prefix("CapEff:"))?.trim();
         u64::from_str_radix(hex, 16).ok().map(Capabilities)
     }
 
@@ -58,9 +55,7 @@ impl Capabilities {
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(PreflightError::MissingCapability {
-                missing: missing.join(" and "),
-            })
+            Err(PreflightError::MissingCapability { missing: missing.join(" and ") })
         }
     }
 
@@ -85,17 +80,11 @@ impl Capabilities {
 
 /// Kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK; raise it where allowed.
 pub fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit with a valid, fully initialised struct.
     let result = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
     if result != 0 {
-        tracing::debug!(
-            "could not raise RLIMIT_MEMLOCK: {}",
-            std::io::Error::last_os_error()
-        );
+        tracing::debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
     }
 }
 

@@ -66,8 +66,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
             warn!(family, "probe not attached: {failure}");
         }
     }
+    for failure in kernel.load_uprobes() {
+        warn!("Go runtime probe program not loaded: {failure}");
+    }
     let (maps, proc_events) = kernel.take_maps()?;
-    let tracker = Arc::new(Mutex::new(Tracker::new(maps, filter.clone())));
+    let tracker = Arc::new(Mutex::new(Tracker::new(kernel, maps, filter.clone())));
 
     // Follow exec/exit from now on, then scan what already runs: a process
     // started in between is seen by both, which `consider` makes harmless.
@@ -75,7 +78,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     initial_scan(&tracker, &filter)?;
 
     let mut collections = 0u64;
-    snapshot.set(collect(&tracker, &kernel, &mut collections));
+    snapshot.set(collect(&tracker, &mut collections));
     ready.store(true, Ordering::Release);
     info!(tracked = lock(&tracker).len(), "ready");
 
@@ -84,7 +87,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = ticker.tick() => snapshot.set(collect(&tracker, &kernel, &mut collections)),
+            _ = ticker.tick() => snapshot.set(collect(&tracker, &mut collections)),
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
         }
@@ -97,9 +100,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 }
 
 fn lock(tracker: &Mutex<Tracker>) -> MutexGuard<'_, Tracker> {
-    tracker
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    tracker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// `--pid` targets must exist and be Go; an error when none of them is.
@@ -195,7 +196,7 @@ fn parse_proc_event(bytes: &[u8]) -> Option<ProcEvent> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ProcEvent>()) })
 }
 
-fn collect(tracker: &Mutex<Tracker>, kernel: &KernelSide, collections: &mut u64) -> Snapshot {
+fn collect(tracker: &Mutex<Tracker>, collections: &mut u64) -> Snapshot {
     let started = Instant::now();
     let mut tracker = lock(tracker);
     tracker.prune_exited();
@@ -206,16 +207,10 @@ fn collect(tracker: &Mutex<Tracker>, kernel: &KernelSide, collections: &mut u64)
         skipped_processes: tracker.skipped.clone(),
         kernel_drops: tracker.read_kernel_drops(),
         discovery_errors: tracker.discovery_errors.clone(),
-        programs_attached: kernel.attached.clone(),
+        programs_attached: tracker.programs_attached(),
         collection_duration_seconds: started.elapsed().as_secs_f64(),
         collections: *collections,
     };
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    Snapshot {
-        timestamp,
-        processes,
-        agent,
-    }
+    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    Snapshot { timestamp, processes, agent }
 }

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A log2 histogram of nanoseconds, as the kernel keeps it (see `golens.h`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Log2Histogram {
     /// `slots[i]` counts values v with floor(log2(v)) == i (slot 0 also holds 0);
     /// the last slot also holds everything larger.
@@ -17,11 +17,7 @@ pub struct Log2Histogram {
 
 impl Log2Histogram {
     pub fn from_kernel(hist: &golens_ebpf::Hist) -> Self {
-        Log2Histogram {
-            slots: hist.slots.to_vec(),
-            sum_ns: hist.sum_ns,
-            count: hist.count,
-        }
+        Log2Histogram { slots: hist.slots.to_vec(), sum_ns: hist.sum_ns, count: hist.count }
     }
 
     pub fn sum_seconds(&self) -> f64 {
@@ -51,11 +47,7 @@ impl Log2Histogram {
             if slot < first_slot {
                 below_first += count;
             } else if slot <= last_slot {
-                let count = if slot == first_slot {
-                    count + below_first
-                } else {
-                    count
-                };
+                let count = if slot == first_slot { count + below_first } else { count };
                 buckets.push((Self::slot_upper_bound_seconds(slot), count));
             } else {
                 above_last += count;
@@ -67,25 +59,61 @@ impl Log2Histogram {
 }
 
 /// Scheduler view of one process.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SchedSnapshot {
     pub runqueue_latency: Log2Histogram,
     pub involuntary_switches: u64,
 }
 
+/// Go runtime view of one process (uprobes; see `bpf/goruntime.bpf.c`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GoRuntimeSnapshot {
+    pub gc_cycles: u64,
+    pub sysmon_preemptions: u64,
+    /// Stop-the-world returns seen without their entry (attached mid-pause).
+    pub stw_unpaired: u64,
+    pub gc_cycle_duration: Log2Histogram,
+    pub stw_time_to_stop: Log2Histogram,
+    /// By reason name (`goruntime::STW_REASON_NAMES`); only reasons seen.
+    pub stw_pause: BTreeMap<String, Log2Histogram>,
+}
+
+/// One runtime probe of one process: attached, or why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    pub probe: String,
+    pub function: String,
+    pub attached: bool,
+    /// Uprobes placed (e.g. one per RET).
+    pub points: usize,
+    pub reason: Option<String>,
+}
+
 /// One watched Go process.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessSnapshot {
     pub pid: u32,
     pub comm: String,
     pub exe: String,
     /// "unknown" when build info is absent.
     pub go_version: String,
+    pub stripped: bool,
+    pub pie: bool,
     pub sched: SchedSnapshot,
+    pub go: GoRuntimeSnapshot,
+    pub probes: Vec<ProbeStatus>,
+}
+
+impl ProcessSnapshot {
+    /// Whether every named runtime probe is attached (a metric that needs
+    /// them is exported only then: a missing probe must not read as zero).
+    pub fn probes_attached(&self, names: &[&str]) -> bool {
+        names.iter().all(|name| self.probes.iter().any(|p| p.probe == *name && p.attached))
+    }
 }
 
 /// The agent's own health.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentSnapshot {
     pub tracked_processes: u64,
     /// Processes the agent chose not to track, by reason (e.g. `max_processes`).
@@ -102,7 +130,7 @@ pub struct AgentSnapshot {
     pub collections: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Seconds since the Unix epoch when the snapshot was taken.
     pub timestamp: f64,
@@ -115,11 +143,7 @@ mod tests {
     use super::*;
 
     fn hist(slots: &[(usize, u64)]) -> Log2Histogram {
-        let mut h = Log2Histogram {
-            slots: vec![0; 38],
-            sum_ns: 0,
-            count: 0,
-        };
+        let mut h = Log2Histogram { slots: vec![0; 38], sum_ns: 0, count: 0 };
         for &(slot, count) in slots {
             h.slots[slot] = count;
             h.count += count;

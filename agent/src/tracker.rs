@@ -4,25 +4,28 @@
 //! is created before the tgid becomes tracked and removed after it stops being
 //! tracked, so the kernel never has to insert (bounded kernel work).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
-use aya::maps::MapError;
-use golens_ebpf::SchedStats;
+use aya::{maps::MapError, programs::uprobe::UProbeLinkId};
+use golens_ebpf::{GoStats, SchedStats};
 use tracing::{debug, info, warn};
 
 use crate::{
     discovery::{procfs, Inspection, Inspector, ProcessKey, TargetFilter},
-    probes::KernelMaps,
-    snapshot::{Log2Histogram, ProcessSnapshot, SchedSnapshot},
+    goruntime::{self, STW_REASON_NAMES},
+    probes::{KernelMaps, KernelSide},
+    snapshot::{GoRuntimeSnapshot, Log2Histogram, ProbeStatus, ProcessSnapshot, SchedSnapshot},
     target::GoBinary,
 };
 
-#[derive(Debug, Clone)]
 pub struct TrackedProcess {
     pub key: ProcessKey,
     pub comm: String,
     pub exe: String,
     pub binary: Arc<GoBinary>,
+    /// One entry per runtime probe name, attached or not (and why).
+    pub probes: Vec<ProbeStatus>,
+    links: Vec<(&'static str, UProbeLinkId)>,
 }
 
 /// Why `consider` did or did not start tracking a process.
@@ -33,16 +36,12 @@ pub enum Considered {
     NotWanted,
     NotGo,
     Gone,
-    Skipped {
-        reason: &'static str,
-    },
-    Failed {
-        reason: &'static str,
-        detail: String,
-    },
+    Skipped { reason: &'static str },
+    Failed { reason: &'static str, detail: String },
 }
 
 pub struct Tracker {
+    kernel: KernelSide,
     maps: KernelMaps,
     filter: TargetFilter,
     inspector: Inspector,
@@ -52,8 +51,9 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    pub fn new(maps: KernelMaps, filter: TargetFilter) -> Tracker {
+    pub fn new(kernel: KernelSide, maps: KernelMaps, filter: TargetFilter) -> Tracker {
         Tracker {
+            kernel,
             maps,
             filter,
             inspector: Inspector::default(),
@@ -103,57 +103,102 @@ impl Tracker {
                 max = self.filter.max_processes,
                 "not tracking Go process: --max-processes reached"
             );
-            return Considered::Skipped {
-                reason: "max_processes",
-            };
+            return Considered::Skipped { reason: "max_processes" };
         }
         if let Err(error) = self.start_kernel_tracking(pid) {
-            *self
-                .skipped
-                .entry("kernel_map_error".to_string())
-                .or_default() += 1;
+            *self.skipped.entry("kernel_map_error".to_string()).or_default() += 1;
             warn!(pid, comm, %error, "not tracking Go process: kernel map update failed");
-            return Considered::Skipped {
-                reason: "kernel_map_error",
-            };
+            return Considered::Skipped { reason: "kernel_map_error" };
         }
+        let (probes, links) = self.attach_runtime_probes(pid, &comm, &binary);
         let go_version = binary.go_version.as_deref().unwrap_or("unknown");
-        info!(pid, comm, exe, go_version, "tracking Go process");
-        self.processes.insert(
-            pid,
-            TrackedProcess {
-                key,
-                comm,
-                exe,
-                binary,
-            },
-        );
+        let attached = probes.iter().filter(|p| p.attached).count();
+        info!(pid, comm, exe, go_version, runtime_probes = attached, "tracking Go process");
+        self.processes.insert(pid, TrackedProcess { key, comm, exe, binary, probes, links });
         Considered::Tracked
     }
 
     fn start_kernel_tracking(&mut self, pid: u32) -> Result<(), MapError> {
-        self.maps
-            .sched_stats
-            .insert(pid, SchedStats::default(), 0)?;
-        if let Err(error) = self.maps.tracked.insert(pid, 0, 0) {
+        self.maps.sched_stats.insert(pid, SchedStats::default(), 0)?;
+        let tracked = self
+            .maps
+            .go_stats
+            .insert(pid, GoStats::default(), 0)
+            .and_then(|()| self.maps.tracked.insert(pid, 0, 0));
+        if let Err(error) = tracked {
+            let _ = self.maps.go_stats.remove(&pid);
             let _ = self.maps.sched_stats.remove(&pid);
             return Err(error);
         }
         Ok(())
     }
 
+    /// Attaches every runtime probe that applies to the binary, each at all
+    /// of its points or not at all.
+    fn attach_runtime_probes(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        binary: &GoBinary,
+    ) -> (Vec<ProbeStatus>, Vec<(&'static str, UProbeLinkId)>) {
+        let plan = goruntime::plan::plan(binary);
+        if let Some(warning) = &plan.warning {
+            warn!(pid, comm, "{warning}");
+        }
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let mut statuses = Vec::new();
+        let mut links = Vec::new();
+        for planned in plan.probes {
+            let result = planned.points.and_then(|points| {
+                let mut probe_links = Vec::new();
+                for point in &points {
+                    match self.kernel.attach_uprobe(planned.program, &exe, point.file_offset, pid) {
+                        Ok(link) => probe_links.push((planned.program, link)),
+                        Err(error) => {
+                            for (program, link) in probe_links {
+                                self.kernel.detach_uprobe(program, link);
+                            }
+                            return Err(format!("attaching at {:#x}: {error}", point.address));
+                        }
+                    }
+                }
+                links.extend(probe_links);
+                Ok(points.len())
+            });
+            if let Err(reason) = &result {
+                warn!(pid, comm, probe = planned.name, %reason, "runtime probe not attached");
+            }
+            statuses.push(ProbeStatus {
+                probe: planned.name.to_string(),
+                function: planned.function.to_string(),
+                attached: result.is_ok(),
+                points: *result.as_ref().unwrap_or(&0),
+                reason: result.err(),
+            });
+        }
+        (statuses, links)
+    }
+
     /// Stops tracking `pid` (it exited, or its pid now names another process).
     pub fn forget(&mut self, pid: u32) {
-        // Untrack first so the kernel stops touching the stats entry.
+        let mut process = self.processes.remove(&pid);
+        if let Some(process) = &mut process {
+            for (program, link) in process.links.drain(..) {
+                self.kernel.detach_uprobe(program, link);
+            }
+        }
+        // Untrack before removing stats so the kernel stops touching them.
         let _ = self.maps.tracked.remove(&pid);
         let _ = self.maps.sched_stats.remove(&pid);
-        if let Some(process) = self.processes.remove(&pid) {
-            info!(
-                pid,
-                comm = process.comm,
-                "stopped tracking process (exited)"
-            );
+        let _ = self.maps.go_stats.remove(&pid);
+        if let Some(process) = process {
+            info!(pid, comm = process.comm, "stopped tracking process (exited)");
         }
+    }
+
+    /// eBPF program name -> attached (tracepoints) or loaded (uprobes).
+    pub fn programs_attached(&self) -> BTreeMap<String, bool> {
+        self.kernel.attached.clone()
     }
 
     /// A tracked process exec'd: it may no longer be Go, or be another Go program.
@@ -189,16 +234,17 @@ impl Tracker {
                     },
                     Err(_) => SchedSnapshot::default(),
                 };
+                let go = self.maps.go_stats.get(&p.key.pid, 0).map(|stats| go_snapshot(&stats));
                 ProcessSnapshot {
                     pid: p.key.pid,
                     comm: p.comm.clone(),
                     exe: p.exe.clone(),
-                    go_version: p
-                        .binary
-                        .go_version
-                        .clone()
-                        .unwrap_or_else(|| "unknown".into()),
+                    go_version: p.binary.go_version.clone().unwrap_or_else(|| "unknown".into()),
+                    stripped: p.binary.stripped,
+                    pie: p.binary.pie,
                     sched,
+                    go: go.unwrap_or_default(),
+                    probes: p.probes.clone(),
                 }
             })
             .collect()
@@ -218,5 +264,23 @@ impl Tracker {
                 (reason.to_string(), total)
             })
             .collect()
+    }
+}
+
+fn go_snapshot(stats: &GoStats) -> GoRuntimeSnapshot {
+    let stw_pause = stats
+        .stw_pause
+        .iter()
+        .zip(STW_REASON_NAMES)
+        .filter(|(hist, _)| hist.count > 0)
+        .map(|(hist, reason)| (reason.to_string(), Log2Histogram::from_kernel(hist)))
+        .collect();
+    GoRuntimeSnapshot {
+        gc_cycles: stats.gc_cycles,
+        sysmon_preemptions: stats.sysmon_preemptions,
+        stw_unpaired: stats.stw_unpaired,
+        gc_cycle_duration: Log2Histogram::from_kernel(&stats.gc_cycle_duration),
+        stw_time_to_stop: Log2Histogram::from_kernel(&stats.stw_time_to_stop),
+        stw_pause,
     }
 }

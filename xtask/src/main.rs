@@ -62,6 +62,9 @@ fn test(extra: &[String]) -> Result<()> {
     util::step("running every test (unit, CLI, privileged integration)");
     let mut cargo = util::cargo();
     cargo.args(["test", "--workspace", "--", "--include-ignored"]);
+    // The Go version matrix: unit tests of the binary readers and attach-point
+    // planning build their test programs with each of these.
+    cargo.env("GOLENS_TEST_GO", toolchains::matrix_env());
     // Integration tests share the machine's CPUs and start agents and Go
     // workloads: run them one at a time so they do not measure each other.
     cargo.arg("--test-threads=1");

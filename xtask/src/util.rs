@@ -9,10 +9,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .into()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").into()
 }
 
 /// Progress line for long steps.
@@ -36,9 +33,7 @@ pub fn cargo() -> Command {
 }
 
 pub fn run_checked(command: &mut Command) -> Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("starting {command:?}"))?;
+    let status = command.status().with_context(|| format!("starting {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed ({status})");
     }
@@ -96,15 +91,7 @@ pub fn start_demo_service(binary: &Path, listen: &str, self_load: u32) -> Result
 /// Starts `golens run` for one pid and waits until /readyz answers 200.
 pub fn start_golens(pid: u32, listen: &str, interval: &str) -> Result<Guard> {
     let child = Command::new(golens_release_binary())
-        .args([
-            "run",
-            "--pid",
-            &pid.to_string(),
-            "--listen",
-            listen,
-            "--interval",
-            interval,
-        ])
+        .args(["run", "--pid", &pid.to_string(), "--listen", listen, "--interval", interval])
         .spawn()
         .context("starting golens")?;
     let mut guard = Guard(child);
@@ -134,18 +121,10 @@ pub fn wait_for_http(url: &str, timeout: Duration) -> Result<()> {
 
 /// GET over loopback: (status, body). Non-2xx statuses are answers, not errors.
 pub fn http_get(url: &str) -> Result<(u16, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent
-        .get(url)
-        .call()
-        .with_context(|| format!("GET {url}"))?;
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut response = agent.get(url).call().with_context(|| format!("GET {url}"))?;
     let code = response.status().as_u16();
-    let body = response
-        .body_mut()
-        .read_to_string()
-        .with_context(|| format!("reading {url}"))?;
+    let body = response.body_mut().read_to_string().with_context(|| format!("reading {url}"))?;
     Ok((code, body))
 }

@@ -22,20 +22,13 @@ mod tests {
 
     #[test]
     fn empty_filter_wants_everything() {
-        let f = TargetFilter {
-            max_processes: 10,
-            ..Default::default()
-        };
+        let f = TargetFilter { max_processes: 10, ..Default::default() };
         assert!(f.wants(1, "anything"));
     }
 
     #[test]
     fn pid_and_comm_both_apply() {
-        let f = TargetFilter {
-            pids: vec![7],
-            comms: vec!["api".into()],
-            max_processes: 10,
-        };
+        let f = TargetFilter { pids: vec![7], comms: vec!["api".into()], max_processes: 10 };
         assert!(f.wants(7, "api"));
         assert!(!f.wants(7, "worker"));
         assert!(!f.wants(8, "api"));

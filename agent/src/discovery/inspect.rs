@@ -82,11 +82,7 @@ impl Inspector {
             }
         };
         match procfs::comm(pid) {
-            Ok(comm) => Inspection::Go {
-                comm,
-                exe: exe.display_path,
-                binary,
-            },
+            Ok(comm) => Inspection::Go { comm, exe: exe.display_path, binary },
             Err(error) => io_inspection(error),
         }
     }
@@ -102,9 +98,6 @@ fn io_inspection(error: std::io::Error) -> Inspection {
                  no more privileged than golens)"
             ),
         },
-        _ => Inspection::Error {
-            reason: "io",
-            detail: error.to_string(),
-        },
+        _ => Inspection::Error { reason: "io", detail: error.to_string() },
     }
 }

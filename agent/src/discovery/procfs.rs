@@ -37,11 +37,7 @@ pub fn list_pids() -> io::Result<Vec<u32>> {
     let mut pids = Vec::new();
     for entry in fs::read_dir(proc_root())? {
         let Ok(entry) = entry else { continue };
-        if let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse().ok())
-        {
+        if let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse().ok()) {
             pids.push(pid);
         }
     }
@@ -55,9 +51,7 @@ pub fn exists(pid: u32) -> bool {
 
 pub fn comm(pid: u32) -> io::Result<String> {
     let raw = fs::read(proc_root().join(format!("{pid}/comm")))?;
-    Ok(String::from_utf8_lossy(&raw)
-        .trim_end_matches('\n')
-        .to_string())
+    Ok(String::from_utf8_lossy(&raw).trim_end_matches('\n').to_string())
 }
 
 /// Start time from /proc/PID/stat. The comm field may hold spaces and
@@ -65,10 +59,7 @@ pub fn comm(pid: u32) -> io::Result<String> {
 pub fn start_time(pid: u32) -> io::Result<u64> {
     let stat = fs::read_to_string(proc_root().join(format!("{pid}/stat")))?;
     parse_start_time(&stat).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("/proc/{pid}/stat: unexpected format"),
-        )
+        io::Error::new(io::ErrorKind::InvalidData, format!("/proc/{pid}/stat: unexpected format"))
     })
 }
 
@@ -79,10 +70,7 @@ fn parse_start_time(stat: &str) -> Option<u64> {
 }
 
 pub fn key(pid: u32) -> io::Result<ProcessKey> {
-    Ok(ProcessKey {
-        pid,
-        start_time: start_time(pid)?,
-    })
+    Ok(ProcessKey { pid, start_time: start_time(pid)? })
 }
 
 /// The process's executable. Kernel threads have none (`ENOENT`).
@@ -90,11 +78,7 @@ pub fn exe(pid: u32) -> io::Result<ExeRef> {
     let open_path = proc_root().join(format!("{pid}/exe"));
     let display_path = fs::read_link(&open_path)?.to_string_lossy().into_owned();
     let metadata = fs::metadata(&open_path)?;
-    Ok(ExeRef {
-        display_path,
-        open_path,
-        file_id: (metadata.dev(), metadata.ino()),
-    })
+    Ok(ExeRef { display_path, open_path, file_id: (metadata.dev(), metadata.ino()) })
 }
 
 #[cfg(test)]

@@ -43,6 +43,9 @@ pub struct EntryProbe {
     /// (e.g. `runtime.stopTheWorldWithSema` since Go 1.21). Its morestack block calls
     /// `runtime.morestackc`, which throws, so its entry branch is never hit twice.
     pub system_stack: bool,
+    /// The branch's condition: with it, a probe tells the hit that goes to morestack (to be
+    /// ignored: the function restarts and the branch is hit again) from the one that does not.
+    pub condition: StackCheckCondition,
 }
 
 /// The stack-check branch found in a function's code, before file offsets are known.
@@ -52,6 +55,19 @@ pub struct EntryBranch {
     pub morestack_address: u64,
     /// See `EntryProbe::system_stack`.
     pub system_stack: bool,
+    /// See `EntryProbe::condition`.
+    pub condition: StackCheckCondition,
+}
+
+/// Which unsigned comparison the stack-check branch takes to morestack. A probe on the branch
+/// sees the flags of the comparison, so it can tell whether this hit is the one that goes to
+/// morestack (and will be followed by a second hit when the function restarts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StackCheckCondition {
+    /// `jbe`: taken when CF or ZF is set (the usual `cmp sp, stackguard; jbe`).
+    BelowOrEqual,
+    /// `jb`: taken when CF is set (huge frames: `sub $frame, r12; jb`).
+    Below,
 }
 
 /// Why no probe point could be chosen.
@@ -61,26 +77,15 @@ pub enum ProbeError {
         "{function} at {address:#x}: no stack-bound check in its first instructions \
          (a NOSPLIT function?): {found}; attaching at its first byte would be single-stepped"
     )]
-    NoStackCheck {
-        function: String,
-        address: u64,
-        found: String,
-    },
+    NoStackCheck { function: String, address: u64, found: String },
     #[error(
         "{function}: stack-check branch at {branch:#x} goes to {target:#x}, outside the function"
     )]
-    BranchOutsideFunction {
-        function: String,
-        branch: u64,
-        target: u64,
-    },
+    BranchOutsideFunction { function: String, branch: u64, target: u64 },
     #[error("{function}: cannot decode the instruction at {address:#x}")]
     Undecodable { function: String, address: u64 },
     #[error("{function}: {source}")]
-    Address {
-        function: String,
-        source: AddressError,
-    },
+    Address { function: String, source: AddressError },
 }
 
 /// How many instructions (after an optional ENDBR64) the stack check may take to reach its
@@ -120,15 +125,10 @@ pub fn find_entry_branch(
         }
         seen.push(instruction.code());
         if instruction.is_jcc_short_or_near() {
-            let unsigned_below = matches!(
-                instruction.condition_code(),
-                ConditionCode::be | ConditionCode::b
-            );
+            let unsigned_below =
+                matches!(instruction.condition_code(), ConditionCode::be | ConditionCode::b);
             if !stack_check || !unsigned_below {
-                return Err(no_check(
-                    &seen,
-                    "a conditional branch that is not the stack check",
-                ));
+                return Err(no_check(&seen, "a conditional branch that is not the stack check"));
             }
             let target = instruction.near_branch_target();
             if target <= instruction.ip() || target >= end {
@@ -138,10 +138,16 @@ pub fn find_entry_branch(
                     target,
                 });
             }
+            let condition = if instruction.condition_code() == ConditionCode::be {
+                StackCheckCondition::BelowOrEqual
+            } else {
+                StackCheckCondition::Below
+            };
             return Ok(EntryBranch {
                 address: instruction.ip(),
                 morestack_address: target,
                 system_stack,
+                condition,
             });
         }
         match prologue_step(&instruction) {
@@ -152,10 +158,7 @@ pub fn find_entry_branch(
             }
             PrologueStep::Setup => {}
             PrologueStep::Other => {
-                return Err(no_check(
-                    &seen,
-                    "the function body starts before any stack check",
-                ))
+                return Err(no_check(&seen, "the function body starts before any stack check"))
             }
         }
     }
@@ -223,6 +226,32 @@ pub fn find_returns(function: &str, code: &[u8], address: u64) -> Result<Vec<u64
         }
     }
     Ok(returns)
+}
+
+/// Addresses of the direct `CALL`s to `callee` in `code` (a whole function loaded at
+/// `address`). A uprobe on such a call site counts the calls made from this function only.
+pub fn find_call_sites(
+    function: &str,
+    code: &[u8],
+    address: u64,
+    callee: u64,
+) -> Result<Vec<u64>, ProbeError> {
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    let mut instruction = Instruction::default();
+    let mut sites = Vec::new();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instruction);
+        if instruction.is_invalid() {
+            return Err(ProbeError::Undecodable {
+                function: function.to_string(),
+                address: instruction.ip(),
+            });
+        }
+        if instruction.is_call_near() && instruction.near_branch_target() == callee {
+            sites.push(instruction.ip());
+        }
+    }
+    Ok(sites)
 }
 
 /// Whether `code` (loaded at `address`) contains a direct call or jump to one of `targets`:
@@ -301,7 +330,8 @@ mod tests {
             EntryBranch {
                 address: BASE + 4,
                 morestack_address: BASE + 16,
-                system_stack: false
+                system_stack: false,
+                condition: StackCheckCondition::BelowOrEqual,
             }
         );
         let jbe = decode_one(&code[4..], BASE + 4).unwrap();
@@ -325,7 +355,8 @@ mod tests {
             EntryBranch {
                 address: BASE + 12,
                 morestack_address: BASE + 18 + 0x10,
-                system_stack: false
+                system_stack: false,
+                condition: StackCheckCondition::BelowOrEqual,
             }
         );
     }
@@ -345,7 +376,8 @@ mod tests {
             EntryBranch {
                 address: BASE + 9,
                 morestack_address: BASE + 12,
-                system_stack: true
+                system_stack: true,
+                condition: StackCheckCondition::BelowOrEqual,
             }
         );
     }
@@ -367,7 +399,8 @@ mod tests {
             EntryBranch {
                 address: BASE + 10,
                 morestack_address: BASE + 20,
-                system_stack: false
+                system_stack: false,
+                condition: StackCheckCondition::Below,
             }
         );
     }
@@ -390,9 +423,7 @@ mod tests {
     #[test]
     fn nosplit_function_is_an_error_not_a_guess() {
         // runtime.nanotime1-like: starts with push rbp / mov rbp, rsp.
-        let code = [
-            0x55, 0x48, 0x89, 0xe5, 0x48, 0x85, 0xc0, 0x74, 0x01, 0x5d, 0xc3,
-        ];
+        let code = [0x55, 0x48, 0x89, 0xe5, 0x48, 0x85, 0xc0, 0x74, 0x01, 0x5d, 0xc3];
         let err = find_entry_branch("runtime.nanotime1", &code, BASE).unwrap_err();
         assert!(matches!(err, ProbeError::NoStackCheck { .. }), "{err}");
         assert!(err.to_string().contains("NOSPLIT"));
@@ -422,29 +453,19 @@ mod tests {
     #[test]
     fn wrapper_detection_by_direct_branch() {
         // sub rsp,8; call +0x100 (-> 0x1109); add rsp,8; ret
-        let wrapper = [
-            0x48, 0x83, 0xec, 0x08, 0xe8, 0x00, 0x01, 0x00, 0x00, 0x48, 0x83, 0xc4, 0x08, 0xc3,
-        ];
+        let wrapper =
+            [0x48, 0x83, 0xec, 0x08, 0xe8, 0x00, 0x01, 0x00, 0x00, 0x48, 0x83, 0xc4, 0x08, 0xc3];
         assert!(branches_to_any(&wrapper, 0x1000, &[0x1109]));
         assert!(!branches_to_any(&wrapper, 0x1000, &[0x2000]));
         // jmp rel32 tail call.
-        assert!(branches_to_any(
-            &[0xe9, 0xfb, 0x00, 0x00, 0x00],
-            0x1000,
-            &[0x1100]
-        ));
+        assert!(branches_to_any(&[0xe9, 0xfb, 0x00, 0x00, 0x00], 0x1000, &[0x1100]));
         assert!(!branches_to_any(&[], 0x1000, &[0x1000]));
     }
 
     #[test]
     fn several_returns_and_ret_imm() {
-        let code = [
-            0xc3, 0x90, 0xc2, 0x08, 0x00, 0x0f, 0x1f, 0x00, 0xc3, 0xcc, 0xcc,
-        ];
-        assert_eq!(
-            find_returns("f", &code, 0x1000).unwrap(),
-            vec![0x1000, 0x1002, 0x1008]
-        );
+        let code = [0xc3, 0x90, 0xc2, 0x08, 0x00, 0x0f, 0x1f, 0x00, 0xc3, 0xcc, 0xcc];
+        assert_eq!(find_returns("f", &code, 0x1000).unwrap(), vec![0x1000, 0x1002, 0x1008]);
         // Bytes that are not an instruction are an error rather than a misaligned probe.
         assert!(matches!(
             find_returns("f", &[0x0f, 0x0b, 0x06], 0x1000),
@@ -469,11 +490,7 @@ mod tests {
         ];
         for bytes in emulated {
             let instruction = decode_one(bytes, 0x1000).unwrap();
-            assert!(
-                is_kernel_emulated(&instruction),
-                "{bytes:x?} {:?}",
-                instruction.code()
-            );
+            assert!(is_kernel_emulated(&instruction), "{bytes:x?} {:?}", instruction.code());
         }
         let stepped: &[&[u8]] = &[
             &[0x49, 0x3b, 0x66, 0x10],       // cmp rsp, [r14+0x10]
@@ -488,11 +505,7 @@ mod tests {
         ];
         for bytes in stepped {
             let instruction = decode_one(bytes, 0x1000).unwrap();
-            assert!(
-                !is_kernel_emulated(&instruction),
-                "{bytes:x?} {:?}",
-                instruction.code()
-            );
+            assert!(!is_kernel_emulated(&instruction), "{bytes:x?} {:?}", instruction.code());
         }
     }
 }

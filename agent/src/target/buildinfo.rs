@@ -41,9 +41,7 @@ pub(crate) fn parse<'d>(
     read_loaded: impl Fn(u64, u64) -> Option<&'d [u8]>,
 ) -> Option<BuildInfo> {
     // The header is 16-byte aligned; it normally starts the section.
-    let start = (0..section.len())
-        .step_by(16)
-        .find(|&i| section[i..].starts_with(MAGIC))?;
+    let start = (0..section.len()).step_by(16).find(|&i| section[i..].starts_with(MAGIC))?;
     let header = section.get(start..start + HEADER_LEN)?;
     let pointer_size = header[14];
     let flags = header[15];
@@ -91,10 +89,7 @@ fn read_inline_bytes<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
 }
 
 fn version_text(bytes: &[u8]) -> Option<String> {
-    std::str::from_utf8(bytes)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .map(str::to_string)
+    std::str::from_utf8(bytes).ok().filter(|v| !v.is_empty()).map(str::to_string)
 }
 
 /// Go's `encoding/binary.Uvarint`: little-endian base-128, at most 10 bytes.
@@ -191,11 +186,7 @@ mod tests {
         assert_eq!(read_uvarint(&[0xac, 0x02, 0xff]), Some((300, 2)));
         for value in [0, 1, 127, 128, 300, 16384, u32::MAX as u64, u64::MAX] {
             let encoded = uvarint(value);
-            assert_eq!(
-                read_uvarint(&encoded),
-                Some((value, encoded.len())),
-                "{value}"
-            );
+            assert_eq!(read_uvarint(&encoded), Some((value, encoded.len())), "{value}");
         }
         // Truncated, overflowing, and endless continuation bytes.
         assert_eq!(read_uvarint(&[]), None);
@@ -214,11 +205,7 @@ mod tests {
         let info = parse(&section, no_memory).expect("magic present");
         assert_eq!(info.go_version.as_deref(), Some("go1.21.13"));
         assert_eq!(info.module_path().as_deref(), Some("example.com/svc"));
-        assert!(info
-            .modinfo
-            .as_deref()
-            .unwrap()
-            .starts_with("path\texample.com/svc/cmd/api\n"));
+        assert!(info.modinfo.as_deref().unwrap().starts_with("path\texample.com/svc/cmd/api\n"));
     }
 
     #[test]
@@ -246,10 +233,7 @@ mod tests {
                 assert_eq!(info, None, "len {len}");
             } else if let Some(info) = info {
                 // The version is either complete or absent, never cut short.
-                assert!(matches!(
-                    info.go_version.as_deref(),
-                    None | Some("go1.21.13")
-                ));
+                assert!(matches!(info.go_version.as_deref(), None | Some("go1.21.13")));
                 assert!(info.modinfo.is_none() || len == section.len());
             }
         }

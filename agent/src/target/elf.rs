@@ -87,9 +87,8 @@ impl ElfLayout {
             return Err("no executable PT_LOAD segment".to_string());
         }
 
-        let table = header
-            .sections(endian, data)
-            .map_err(|e| format!("bad section headers: {e}"))?;
+        let table =
+            header.sections(endian, data).map_err(|e| format!("bad section headers: {e}"))?;
         let mut sections = Vec::new();
         let mut has_symtab = false;
         for section in table.iter() {
@@ -103,11 +102,9 @@ impl ElfLayout {
             let Ok(name) = table.section_name(endian, section) else {
                 continue;
             };
-            let Some(file_range) = checked_range(
-                section.sh_offset(endian),
-                section.sh_size(endian),
-                data.len(),
-            ) else {
+            let Some(file_range) =
+                checked_range(section.sh_offset(endian), section.sh_size(endian), data.len())
+            else {
                 continue;
             };
             sections.push(SectionInfo {
@@ -117,12 +114,7 @@ impl ElfLayout {
             });
         }
 
-        Ok(ElfLayout {
-            pie: elf_type == ET_DYN,
-            has_symtab,
-            segments,
-            sections,
-        })
+        Ok(ElfLayout { pie: elf_type == ET_DYN, has_symtab, segments, sections })
     }
 
     pub fn section(&self, name: &str) -> Option<&SectionInfo> {
@@ -239,21 +231,11 @@ mod tests {
     use super::*;
 
     fn segment(vaddr: u64, file_offset: u64, file_size: u64, executable: bool) -> LoadSegment {
-        LoadSegment {
-            vaddr,
-            file_offset,
-            file_size,
-            executable,
-        }
+        LoadSegment { vaddr, file_offset, file_size, executable }
     }
 
     fn layout(segments: Vec<LoadSegment>) -> ElfLayout {
-        ElfLayout {
-            pie: false,
-            has_symtab: false,
-            segments,
-            sections: Vec::new(),
-        }
+        ElfLayout { pie: false, has_symtab: false, segments, sections: Vec::new() }
     }
 
     #[test]
@@ -286,13 +268,8 @@ mod tests {
         ]);
         assert_eq!(layout.code_file_offset(0x1c400), Ok(0x1c400));
         let data = vec![0u8; 0x140000];
-        assert_eq!(
-            layout.loaded_bytes(&data, 0xba7b0, 16).map(|b| b.len()),
-            Some(16)
-        );
-        assert!(layout
-            .loaded_bytes(&data, 0xba7b0 + 0x840d0 - 8, 16)
-            .is_none());
+        assert_eq!(layout.loaded_bytes(&data, 0xba7b0, 16).map(|b| b.len()), Some(16));
+        assert!(layout.loaded_bytes(&data, 0xba7b0 + 0x840d0 - 8, 16).is_none());
     }
 
     #[test]
@@ -302,10 +279,7 @@ mod tests {
         assert_eq!(layout.code_bytes(&data, 0x1000, 4), Ok(&data[0x100..0x104]));
         assert_eq!(
             layout.code_bytes(&data, 0x1010, 0x20),
-            Err(AddressError::NotInFile {
-                address: 0x1010,
-                len: 0x20
-            })
+            Err(AddressError::NotInFile { address: 0x1010, len: 0x20 })
         );
         // A segment that claims more file bytes than the file has.
         let short = &data[..0x108];
@@ -315,12 +289,8 @@ mod tests {
     #[test]
     fn rejects_non_elf_and_foreign_elf() {
         assert!(ElfLayout::parse(b"").unwrap_err().contains("no ELF magic"));
-        assert!(ElfLayout::parse(b"#!/bin/sh\necho hi\n")
-            .unwrap_err()
-            .contains("no ELF magic"));
-        assert!(ElfLayout::parse(b"\x7fELF\x02\x01\x01")
-            .unwrap_err()
-            .contains("truncated"));
+        assert!(ElfLayout::parse(b"#!/bin/sh\necho hi\n").unwrap_err().contains("no ELF magic"));
+        assert!(ElfLayout::parse(b"\x7fELF\x02\x01\x01").unwrap_err().contains("truncated"));
         let mut ident = vec![0u8; 64];
         ident[..4].copy_from_slice(b"\x7fELF");
         ident[4] = 1;

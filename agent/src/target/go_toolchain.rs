@@ -85,17 +85,11 @@ impl Variant {
     ];
 
     pub fn stripped(self) -> bool {
-        matches!(
-            self,
-            Variant::Stripped | Variant::PieStripped | Variant::CgoPieStripped
-        )
+        matches!(self, Variant::Stripped | Variant::PieStripped | Variant::CgoPieStripped)
     }
 
     pub fn pie(self) -> bool {
-        matches!(
-            self,
-            Variant::Pie | Variant::PieStripped | Variant::CgoPieStripped
-        )
+        matches!(self, Variant::Pie | Variant::PieStripped | Variant::CgoPieStripped)
     }
 
     fn cgo(self) -> bool {
@@ -130,19 +124,17 @@ impl GoToolchain {
     /// All toolchains named by `GOLENS_TEST_GO`, else `go` from PATH. Panics when none works.
     pub fn from_env() -> Vec<GoToolchain> {
         match std::env::var_os("GOLENS_TEST_GO") {
-            Some(list) if !list.is_empty() => std::env::split_paths(&list)
-                .map(|go| GoToolchain::at(&go))
-                .collect(),
+            Some(list) if !list.is_empty() => {
+                std::env::split_paths(&list).map(|go| GoToolchain::at(&go)).collect()
+            }
             _ => vec![GoToolchain::at(Path::new("go"))],
         }
     }
 
     /// The toolchain whose `go` binary is `go`. Panics with the fix when it cannot run.
     pub fn at(go: &Path) -> GoToolchain {
-        let output = Command::new(go)
-            .args(["env", "GOVERSION"])
-            .env("GOTOOLCHAIN", "local")
-            .output();
+        let output =
+            Command::new(go).args(["env", "GOVERSION"]).env("GOTOOLCHAIN", "local").output();
         match output {
             Ok(out) if out.status.success() => GoToolchain {
                 go: go.to_path_buf(),
@@ -173,11 +165,7 @@ impl GoToolchain {
         // Private source dir and output name, renamed into place: tests run in parallel
         // threads and processes.
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let unique = format!(
-            "{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let unique = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let src = root.join("src").join(format!("{key}-{unique}"));
         std::fs::create_dir_all(&src).expect("create Go source dir");
         std::fs::create_dir_all(root.join("bin")).expect("create Go bin dir");

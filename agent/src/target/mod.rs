@@ -18,7 +18,7 @@ mod pclntab;
 mod symbols;
 
 #[cfg(test)]
-mod go_toolchain;
+pub(crate) mod go_toolchain;
 #[cfg(test)]
 mod real_binaries_tests;
 
@@ -29,12 +29,16 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
+#[cfg(test)]
+pub use attach_points::is_return;
 pub use attach_points::{
-    decode_one, is_kernel_emulated, is_return, EntryProbe, ProbeError, ProbePoint,
+    decode_one, is_kernel_emulated, EntryProbe, ProbeError, ProbePoint, StackCheckCondition,
 };
 pub use elf::AddressError;
 pub use pclntab::PclntabVersion;
-pub use symbols::{Function, SymbolSource};
+pub use symbols::Function;
+#[cfg(test)]
+pub use symbols::SymbolSource;
 
 use elf::ElfLayout;
 use symbols::PclntabLocation;
@@ -64,10 +68,7 @@ struct Image {
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error("{path}: cannot read: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not an ELF file golens can read: {reason}")]
     Elf { path: PathBuf, reason: String },
     #[error("{path}: not a Go binary (no .go.buildinfo or .gopclntab section)")]
@@ -78,14 +79,8 @@ impl GoBinary {
     /// Reads the executable at `path` (often `/proc/PID/exe`, which works even when the file
     /// was deleted or lives in another mount namespace: the kernel hands us the open inode).
     pub fn open(path: &Path) -> Result<GoBinary, TargetError> {
-        let io_error = |source| TargetError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let elf_error = |reason: String| TargetError::Elf {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let io_error = |source| TargetError::Io { path: path.to_path_buf(), source };
+        let elf_error = |reason: String| TargetError::Elf { path: path.to_path_buf(), reason };
         let file = File::open(path).map_err(io_error)?;
         let len = file.metadata().map_err(io_error)?.len();
         if len == 0 {
@@ -124,9 +119,7 @@ impl GoBinary {
             .iter()
             .any(|name| layout.section(name).is_some());
         if build_info.is_none() && pclntab.is_none() && !has_pclntab_section {
-            return Err(TargetError::NotGo {
-                path: path.to_path_buf(),
-            });
+            return Err(TargetError::NotGo { path: path.to_path_buf() });
         }
 
         let build_info = build_info.unwrap_or_default();
@@ -135,20 +128,17 @@ impl GoBinary {
             module_path: build_info.module_path(),
             stripped: !layout.has_symtab,
             pie: layout.pie,
-            image: Arc::new(Image {
-                path: path.to_path_buf(),
-                map,
-                layout,
-                pclntab,
-            }),
+            image: Arc::new(Image { path: path.to_path_buf(), map, layout, pclntab }),
         })
     }
 
+    #[cfg(test)]
     /// The path this binary was opened from.
     pub fn path(&self) -> &Path {
         &self.image.path
     }
 
+    #[cfg(test)]
     /// The pclntab layout, when a readable pclntab was found.
     pub fn pclntab_version(&self) -> Option<PclntabVersion> {
         self.image.pclntab.as_ref().map(PclntabLocation::version)
@@ -171,9 +161,8 @@ impl GoBinary {
         }
         let mut function = symbols::symtab_function(&self.image.map, name)?;
         if function.size == 0 {
-            let from_pclntab = self
-                .pclntab_function(name)
-                .filter(|f| f.address == function.address);
+            let from_pclntab =
+                self.pclntab_function(name).filter(|f| f.address == function.address);
             function.size = from_pclntab?.size;
         }
         Some(function)
@@ -181,20 +170,16 @@ impl GoBinary {
 
     /// The function as the pclntab has it (works on stripped binaries).
     pub fn pclntab_function(&self, name: &str) -> Option<Function> {
-        self.image
-            .pclntab
-            .as_ref()?
-            .function(&self.image.map, &self.image.layout, name)
+        self.image.pclntab.as_ref()?.function(&self.image.map, &self.image.layout, name)
     }
 
+    #[cfg(test)]
     /// The function containing `address`, from the pclntab (e.g. to name a call target).
     pub fn function_at(&self, address: u64) -> Option<Function> {
-        self.image
-            .pclntab
-            .as_ref()?
-            .function_at(&self.image.map, address)
+        self.image.pclntab.as_ref()?.function_at(&self.image.map, address)
     }
 
+    #[cfg(test)]
     /// Every function the binary knows under `name`: the `.symtab` symbol, then each pclntab
     /// entry (the pclntab gives an ABI0 wrapper the same name as the function it wraps).
     pub fn functions_named(&self, name: &str) -> Vec<Function> {
@@ -213,9 +198,7 @@ impl GoBinary {
 
     /// The machine code of `function`, borrowed from the mapping.
     pub fn function_code(&self, function: &Function) -> Result<&[u8], AddressError> {
-        self.image
-            .layout
-            .code_bytes(&self.image.map, function.address, function.size)
+        self.image.layout.code_bytes(&self.image.map, function.address, function.size)
     }
 
     /// The entry probe point of `function`: its stack-check branch, never its first byte.
@@ -227,6 +210,7 @@ impl GoBinary {
             point: self.probe_point(function, branch.address)?,
             morestack_address: branch.morestack_address,
             system_stack: branch.system_stack,
+            condition: branch.condition,
         })
     }
 
@@ -239,25 +223,29 @@ impl GoBinary {
             .collect()
     }
 
+    /// A probe point on every direct call from `function` to `callee`.
+    pub fn call_sites(
+        &self,
+        function: &Function,
+        callee: &Function,
+    ) -> Result<Vec<ProbePoint>, ProbeError> {
+        let code = self.code_for_probes(function)?;
+        attach_points::find_call_sites(&function.name, code, function.address, callee.address)?
+            .into_iter()
+            .map(|address| self.probe_point(function, address))
+            .collect()
+    }
+
     fn code_for_probes(&self, function: &Function) -> Result<&[u8], ProbeError> {
         self.function_code(function)
-            .map_err(|source| ProbeError::Address {
-                function: function.name.clone(),
-                source,
-            })
+            .map_err(|source| ProbeError::Address { function: function.name.clone(), source })
     }
 
     fn probe_point(&self, function: &Function, address: u64) -> Result<ProbePoint, ProbeError> {
         let file_offset = self
             .file_offset(address)
-            .map_err(|source| ProbeError::Address {
-                function: function.name.clone(),
-                source,
-            })?;
-        Ok(ProbePoint {
-            address,
-            file_offset,
-        })
+            .map_err(|source| ProbeError::Address { function: function.name.clone(), source })?;
+        Ok(ProbePoint { address, file_offset })
     }
 }
 
@@ -271,11 +259,7 @@ impl fmt::Debug for GoBinary {
             .field("pie", &self.pie)
             .field(
                 "pclntab",
-                &self
-                    .image
-                    .pclntab
-                    .as_ref()
-                    .map(|p| (p.version(), p.origin, p.text_start)),
+                &self.image.pclntab.as_ref().map(|p| (p.version(), p.origin, p.text_start)),
             )
             .finish()
     }

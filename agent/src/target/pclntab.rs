@@ -94,9 +94,7 @@ impl PclnHeader {
             )));
         }
         if ptr_size != 8 {
-            return Err(PclntabError::Unsupported(format!(
-                "pointer size {ptr_size}"
-            )));
+            return Err(PclntabError::Unsupported(format!("pointer size {ptr_size}")));
         }
         let word = |index: usize| read_u64(data, 8 + 8 * index).ok_or(PclntabError::Truncated);
         let to_usize = |v: u64| usize::try_from(v).map_err(|_| PclntabError::Truncated);
@@ -106,13 +104,7 @@ impl PclnHeader {
         } else {
             (0, to_usize(word(2)?)?, to_usize(word(6)?)?)
         };
-        let header = PclnHeader {
-            version,
-            nfunc,
-            text_start,
-            funcname_offset,
-            pcln_offset,
-        };
+        let header = PclnHeader { version, nfunc, text_start, funcname_offset, pcln_offset };
         // The whole function table and the name table's start must be inside the data.
         let table_end = nfunc
             .checked_mul(2)
@@ -160,21 +152,14 @@ pub(crate) struct FuncTable<'d> {
 
 impl<'d> FuncTable<'d> {
     pub fn new(data: &'d [u8], header: PclnHeader, text_start: u64) -> FuncTable<'d> {
-        FuncTable {
-            data,
-            header,
-            text_start,
-        }
+        FuncTable { data, header, text_start }
     }
 
     /// The raw functab field `field` (0 = entry, 1 = funcoff) of row `index`; the final row
     /// `nfunc` has only the entry.
     fn field(&self, index: usize, field: usize) -> Option<u64> {
         let size = self.header.field_size();
-        let at = self
-            .header
-            .pcln_offset
-            .checked_add((index * 2 + field).checked_mul(size)?)?;
+        let at = self.header.pcln_offset.checked_add((index * 2 + field).checked_mul(size)?)?;
         if size == 4 {
             read_u32(self.data, at).map(u64::from)
         } else {
@@ -197,10 +182,7 @@ impl<'d> FuncTable<'d> {
         // `_func` starts with the entry (uintptr in 1.16, uint32 entryOff since 1.18),
         // then nameOff.
         let name_off = read_u32(self.data, func.checked_add(self.header.field_size())?)?;
-        let start = self
-            .header
-            .funcname_offset
-            .checked_add(usize::try_from(name_off).ok()?)?;
+        let start = self.header.funcname_offset.checked_add(usize::try_from(name_off).ok()?)?;
         let rest = self.data.get(start..)?;
         let len = rest.iter().position(|&b| b == 0)?;
         Some(&rest[..len])
@@ -231,14 +213,10 @@ impl<'d> FuncTable<'d> {
             return None;
         }
         let is_asm = self.flag(index)? & FUNC_FLAG_ASM != 0;
-        Some(FuncEntry {
-            name: self.name(index)?,
-            entry,
-            end,
-            is_asm,
-        })
+        Some(FuncEntry { name: self.name(index)?, entry, end, is_asm })
     }
 
+    #[cfg(test)]
     /// The function whose `[entry, end)` holds `address` (binary search: entries ascend).
     pub fn containing(&self, address: u64) -> Option<FuncEntry<'d>> {
         let (mut low, mut high) = (0, self.header.nfunc);
@@ -270,18 +248,13 @@ impl<'d> FuncTable<'d> {
 /// says where it is). A candidate must parse, and its first functions must have sane names and
 /// ascending entries. Returns the offset in `data`.
 pub(crate) fn find_by_header(data: &[u8]) -> Option<usize> {
-    const MAGICS: [[u8; 4]; 3] = [
-        0xffff_fffau32.to_le_bytes(),
-        0xffff_fff0u32.to_le_bytes(),
-        0xffff_fff1u32.to_le_bytes(),
-    ];
+    const MAGICS: [[u8; 4]; 3] =
+        [0xffff_fffau32.to_le_bytes(), 0xffff_fff0u32.to_le_bytes(), 0xffff_fff1u32.to_le_bytes()];
     // The linker aligns the table to at least 8 bytes.
-    (0..data.len().saturating_sub(8))
-        .step_by(8)
-        .find(|&offset| {
-            let candidate = &data[offset..];
-            MAGICS.iter().any(|m| candidate.starts_with(m)) && looks_like_pclntab(candidate)
-        })
+    (0..data.len().saturating_sub(8)).step_by(8).find(|&offset| {
+        let candidate = &data[offset..];
+        MAGICS.iter().any(|m| candidate.starts_with(m)) && looks_like_pclntab(candidate)
+    })
 }
 
 fn looks_like_pclntab(data: &[u8]) -> bool {
@@ -309,11 +282,9 @@ pub(crate) fn moduledata_text<'d>(
     const TEXT_FIELD: usize = 176;
     let pclntab_ptr = pclntab_vaddr.to_le_bytes();
     for data in candidates {
-        let found = (0..data.len().saturating_sub(TEXT_FIELD + 8))
-            .step_by(8)
-            .find(|&at| {
-                data[at..at + 8] == pclntab_ptr && read_u64(data, at + 8) == Some(funcnametab_vaddr)
-            });
+        let found = (0..data.len().saturating_sub(TEXT_FIELD + 8)).step_by(8).find(|&at| {
+            data[at..at + 8] == pclntab_ptr && read_u64(data, at + 8) == Some(funcnametab_vaddr)
+        });
         if let Some(at) = found {
             return read_u64(data, at + TEXT_FIELD).filter(|&text| text != 0);
         }
@@ -369,26 +340,9 @@ pub(crate) mod tests {
         out[6] = 1;
         out[7] = 8;
         let words: Vec<u64> = if relative {
-            vec![
-                funcs.len() as u64,
-                1,
-                text,
-                funcname_offset as u64,
-                0,
-                0,
-                0,
-                pcln_offset as u64,
-            ]
+            vec![funcs.len() as u64, 1, text, funcname_offset as u64, 0, 0, 0, pcln_offset as u64]
         } else {
-            vec![
-                funcs.len() as u64,
-                1,
-                funcname_offset as u64,
-                0,
-                0,
-                0,
-                pcln_offset as u64,
-            ]
+            vec![funcs.len() as u64, 1, funcname_offset as u64, 0, 0, 0, pcln_offset as u64]
         };
         for (i, w) in words.iter().enumerate() {
             out[8 + 8 * i..16 + 8 * i].copy_from_slice(&w.to_le_bytes());
@@ -410,11 +364,7 @@ pub(crate) mod tests {
             let name_at = pcln_offset + func_off + field;
             out[name_at..name_at + 4].copy_from_slice(&name_offsets[i].to_le_bytes());
         }
-        put(
-            &mut out,
-            pcln_offset + funcs.len() * 2 * field,
-            entry_value(end),
-        );
+        put(&mut out, pcln_offset + funcs.len() * 2 * field, entry_value(end));
         out
     }
 
@@ -427,46 +377,28 @@ pub(crate) mod tests {
 
     #[test]
     fn duplicate_names_are_all_returned() {
-        let funcs = [
-            ("runtime.entersyscall", 0x0),
-            ("main.main", 0x40),
-            ("runtime.entersyscall", 0x80),
-        ];
+        let funcs =
+            [("runtime.entersyscall", 0x0), ("main.main", 0x40), ("runtime.entersyscall", 0x80)];
         let data = build(PclntabVersion::Go120, 0x401000, &funcs, 0xa0);
         let table = FuncTable::new(&data, PclnHeader::parse(&data).unwrap(), 0x401000);
-        let found: Vec<(u64, u64)> = table
-            .find_all("runtime.entersyscall")
-            .iter()
-            .map(|f| (f.entry, f.end))
-            .collect();
+        let found: Vec<(u64, u64)> =
+            table.find_all("runtime.entersyscall").iter().map(|f| (f.entry, f.end)).collect();
         assert_eq!(found, vec![(0x401000, 0x401040), (0x401080, 0x4010a0)]);
     }
 
     #[test]
     fn reads_all_three_layouts() {
-        for version in [
-            PclntabVersion::Go116,
-            PclntabVersion::Go118,
-            PclntabVersion::Go120,
-        ] {
+        for version in [PclntabVersion::Go116, PclntabVersion::Go118, PclntabVersion::Go120] {
             let data = build(version, 0x401000, FUNCS, 0x760);
             let header = PclnHeader::parse(&data).unwrap();
             assert_eq!(header.version, version);
             assert_eq!(header.nfunc, 4);
-            let expected_text = if version == PclntabVersion::Go116 {
-                0
-            } else {
-                0x401000
-            };
+            let expected_text = if version == PclntabVersion::Go116 { 0 } else { 0x401000 };
             assert_eq!(header.text_start, expected_text);
             let table = FuncTable::new(&data, header, 0x401000);
             let gc = table.find_all("runtime.gcStart");
             assert_eq!(gc.len(), 1);
-            assert_eq!(
-                (gc[0].entry, gc[0].end),
-                (0x401040, 0x4015e0),
-                "{version:?}"
-            );
+            assert_eq!((gc[0].entry, gc[0].end), (0x401040, 0x4015e0), "{version:?}");
             let main = table.find_all("main.main");
             assert_eq!((main[0].entry, main[0].end), (0x401700, 0x401760));
             assert_eq!(table.find_all("runtime.gcStar"), vec![]);
@@ -475,10 +407,7 @@ pub(crate) mod tests {
             assert_eq!(table.get(4), None);
             assert_eq!(table.containing(0x401040).unwrap().name, b"runtime.gcStart");
             assert_eq!(table.containing(0x4015df).unwrap().name, b"runtime.gcStart");
-            assert_eq!(
-                table.containing(0x4015e0).unwrap().name,
-                b"runtime.stopTheWorldWithSema"
-            );
+            assert_eq!(table.containing(0x4015e0).unwrap().name, b"runtime.stopTheWorldWithSema");
             assert_eq!(table.containing(0x401000).unwrap().name, b"go:buildid");
             assert_eq!(table.containing(0x40175f).unwrap().name, b"main.main");
             assert_eq!(table.containing(0x401760), None);
@@ -493,22 +422,13 @@ pub(crate) mod tests {
         assert_eq!(PclnHeader::parse(&[]), Err(PclntabError::Truncated));
         let mut bad = good.clone();
         bad[0] = 0xfb; // 1.2-1.15 magic 0xfffffffb
-        assert!(matches!(
-            PclnHeader::parse(&bad),
-            Err(PclntabError::UnknownMagic(0xffff_fffb))
-        ));
+        assert!(matches!(PclnHeader::parse(&bad), Err(PclntabError::UnknownMagic(0xffff_fffb))));
         let mut bad = good.clone();
         bad[7] = 4;
-        assert!(matches!(
-            PclnHeader::parse(&bad),
-            Err(PclntabError::Unsupported(_))
-        ));
+        assert!(matches!(PclnHeader::parse(&bad), Err(PclntabError::Unsupported(_))));
         let mut bad = good.clone();
         bad[6] = 4; // arm64's instruction quantum
-        assert!(matches!(
-            PclnHeader::parse(&bad),
-            Err(PclntabError::Unsupported(_))
-        ));
+        assert!(matches!(PclnHeader::parse(&bad), Err(PclntabError::Unsupported(_))));
         let mut bad = good.clone();
         bad[8..16].copy_from_slice(&u64::MAX.to_le_bytes()); // nfunc
         assert_eq!(PclnHeader::parse(&bad), Err(PclntabError::Truncated));
@@ -519,11 +439,7 @@ pub(crate) mod tests {
 
     #[test]
     fn truncated_and_corrupted_tables_never_panic() {
-        for version in [
-            PclntabVersion::Go116,
-            PclntabVersion::Go118,
-            PclntabVersion::Go120,
-        ] {
+        for version in [PclntabVersion::Go116, PclntabVersion::Go118, PclntabVersion::Go120] {
             let good = build(version, 0x401000, FUNCS, 0x760);
             for len in 0..good.len() {
                 if let Ok(header) = PclnHeader::parse(&good[..len]) {
@@ -568,18 +484,9 @@ pub(crate) mod tests {
         data[at..at + 8].copy_from_slice(&0x4a8be8u64.to_le_bytes());
         data[at + 8..at + 16].copy_from_slice(&(0x4a8be8u64 + 0x48).to_le_bytes());
         data[at + 176..at + 184].copy_from_slice(&0x401000u64.to_le_bytes());
-        assert_eq!(
-            moduledata_text([&data[..]], 0x4a8be8, 0x4a8be8 + 0x48),
-            Some(0x401000)
-        );
+        assert_eq!(moduledata_text([&data[..]], 0x4a8be8, 0x4a8be8 + 0x48), Some(0x401000));
         // A pointer to the pclntab not followed by the name table pointer is not moduledata.
-        assert_eq!(
-            moduledata_text([&data[..]], 0x4a8be8, 0x4a8be8 + 0x60),
-            None
-        );
-        assert_eq!(
-            moduledata_text([&data[..100]], 0x4a8be8, 0x4a8be8 + 0x48),
-            None
-        );
+        assert_eq!(moduledata_text([&data[..]], 0x4a8be8, 0x4a8be8 + 0x60), None);
+        assert_eq!(moduledata_text([&data[..100]], 0x4a8be8, 0x4a8be8 + 0x48), None);
     }
 }

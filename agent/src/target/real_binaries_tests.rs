@@ -31,22 +31,14 @@ fn build_all() -> Vec<Built> {
             let path = go.build(variant);
             let binary =
                 GoBinary::open(&path).unwrap_or_else(|e| panic!("{} {variant:?}: {e}", go.version));
-            built.push(Built {
-                go: go.clone(),
-                variant,
-                path,
-                binary,
-            });
+            built.push(Built { go: go.clone(), variant, path, binary });
         }
     }
     built
 }
 
 fn find<'a>(built: &'a [Built], go: &GoToolchain, variant: Variant) -> &'a Built {
-    built
-        .iter()
-        .find(|b| b.go.go == go.go && b.variant == variant)
-        .expect("variant was built")
+    built.iter().find(|b| b.go.go == go.go && b.variant == variant).expect("variant was built")
 }
 
 /// The bytes at `address` according to `object`'s view of the section holding it.
@@ -70,11 +62,7 @@ fn decode_in_file(file: &[u8], offset: u64, address: u64) -> iced_x86::Instructi
 fn build_facts_match_the_toolchain() {
     for b in build_all() {
         let what = format!("{} {:?}", b.go.version, b.variant);
-        assert_eq!(
-            b.binary.go_version.as_deref(),
-            Some(b.go.version.as_str()),
-            "{what}"
-        );
+        assert_eq!(b.binary.go_version.as_deref(), Some(b.go.version.as_str()), "{what}");
         assert_eq!(b.binary.module_path.as_deref(), Some(MODULE_PATH), "{what}");
         assert_eq!(b.binary.stripped, b.variant.stripped(), "{what}");
         assert_eq!(b.binary.pie, b.variant.pie(), "{what}");
@@ -86,10 +74,9 @@ fn build_facts_match_the_toolchain() {
 fn symtab_and_pclntab_agree_and_stripping_keeps_addresses() {
     let built = build_all();
     for go in GoToolchain::from_env() {
-        for (full, stripped) in [
-            (Variant::Default, Variant::Stripped),
-            (Variant::Pie, Variant::PieStripped),
-        ] {
+        for (full, stripped) in
+            [(Variant::Default, Variant::Stripped), (Variant::Pie, Variant::PieStripped)]
+        {
             let full = find(&built, &go, full);
             let stripped = find(&built, &go, stripped);
             for name in FUNCTIONS {
@@ -113,15 +100,10 @@ fn symtab_and_pclntab_agree_and_stripping_keeps_addresses() {
                 assert_eq!(full.binary.function(name), Some(sym.clone()), "{what}");
 
                 assert_eq!(stripped.binary.symtab_function(name), None, "{what}");
-                let from_stripped = stripped
-                    .binary
-                    .function(name)
-                    .unwrap_or_else(|| panic!("{what}: stripped"));
+                let from_stripped =
+                    stripped.binary.function(name).unwrap_or_else(|| panic!("{what}: stripped"));
                 assert_eq!(from_stripped.source, SymbolSource::Pclntab);
-                assert_eq!(
-                    from_stripped.address, sym.address,
-                    "{what}: stripped build moved it"
-                );
+                assert_eq!(from_stripped.address, sym.address, "{what}: stripped build moved it");
                 assert_eq!(from_stripped.size, pcln.size, "{what}");
             }
             assert_eq!(full.binary.function("runtime.noSuchFunction"), None);
@@ -153,25 +135,11 @@ fn file_offsets_point_at_the_function_bytes() {
         let file = std::fs::read(&b.path).unwrap();
         for name in FUNCTIONS {
             let what = format!("{} {:?} {name}", b.go.version, b.variant);
-            let f = b
-                .binary
-                .function(name)
-                .unwrap_or_else(|| panic!("{what}: not found"));
-            let offset = b
-                .binary
-                .file_offset(f.address)
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let f = b.binary.function(name).unwrap_or_else(|| panic!("{what}: not found"));
+            let offset = b.binary.file_offset(f.address).unwrap_or_else(|e| panic!("{what}: {e}"));
             let expected = section_bytes(&b.path, f.address, 32);
-            assert_eq!(
-                &file[offset as usize..offset as usize + 32],
-                &expected[..],
-                "{what}"
-            );
-            assert_eq!(
-                &b.binary.function_code(&f).unwrap()[..32],
-                &expected[..],
-                "{what}"
-            );
+            assert_eq!(&file[offset as usize..offset as usize + 32], &expected[..], "{what}");
+            assert_eq!(&b.binary.function_code(&f).unwrap()[..32], &expected[..], "{what}");
         }
         // Data is not code.
         let buildinfo_check = b.binary.file_offset(0);
@@ -184,11 +152,7 @@ fn entry_probe_is_the_emulated_stack_check_branch() {
     for b in build_all() {
         let file = std::fs::read(&b.path).unwrap();
         let address_of = |names: &[&str]| -> Vec<u64> {
-            names
-                .iter()
-                .flat_map(|n| b.binary.functions_named(n))
-                .map(|f| f.address)
-                .collect()
+            names.iter().flat_map(|n| b.binary.functions_named(n)).map(|f| f.address).collect()
         };
         // ABI0 functions: `.symtab` names end in `.abi0`, pclntab names do not.
         let morestack = address_of(&[
@@ -202,22 +166,10 @@ fn entry_probe_is_the_emulated_stack_check_branch() {
         for name in FUNCTIONS {
             let what = format!("{} {:?} {name}", b.go.version, b.variant);
             let f = b.binary.function(name).unwrap();
-            let entry = b
-                .binary
-                .entry_probe_offset(&f)
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
-            assert!(
-                entry.point.address > f.address,
-                "{what}: probe on the first byte"
-            );
-            assert!(
-                entry.point.address < f.address + 32,
-                "{what}: too far in: {entry:?}"
-            );
-            assert_eq!(
-                Ok(entry.point.file_offset),
-                b.binary.file_offset(entry.point.address)
-            );
+            let entry = b.binary.entry_probe_offset(&f).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(entry.point.address > f.address, "{what}: probe on the first byte");
+            assert!(entry.point.address < f.address + 32, "{what}: too far in: {entry:?}");
+            assert_eq!(Ok(entry.point.file_offset), b.binary.file_offset(entry.point.address));
             let branch = decode_in_file(&file, entry.point.file_offset, entry.point.address);
             assert!(branch.is_jcc_short_or_near(), "{what}: {:?}", branch.code());
             assert!(is_kernel_emulated(&branch), "{what}");
@@ -236,25 +188,16 @@ fn entry_probe_is_the_emulated_stack_check_branch() {
                 .take(16)
                 .find(|i| i.is_call_near())
                 .unwrap_or_else(|| panic!("{what}: no call in the morestack block"));
-            let expected = if entry.system_stack {
-                &morestackc
-            } else {
-                &morestack
-            };
+            let expected = if entry.system_stack { &morestackc } else { &morestack };
             assert!(
                 expected.contains(&call.near_branch_target()),
                 "{what}: morestack block calls {:#x} (system stack: {})",
                 call.near_branch_target(),
                 entry.system_stack
             );
-            let callee = b
-                .binary
-                .function_at(call.near_branch_target())
-                .expect("callee in pclntab");
-            assert!(
-                callee.name.starts_with("runtime.morestack"),
-                "{what}: calls {callee:?}"
-            );
+            let callee =
+                b.binary.function_at(call.near_branch_target()).expect("callee in pclntab");
+            assert!(callee.name.starts_with("runtime.morestack"), "{what}: calls {callee:?}");
             assert_eq!(callee.address, call.near_branch_target());
 
             // The first instruction (the stack check itself) is what we avoid.
@@ -271,16 +214,10 @@ fn every_return_probe_is_a_ret() {
         for name in FUNCTIONS {
             let what = format!("{} {:?} {name}", b.go.version, b.variant);
             let f = b.binary.function(name).unwrap();
-            let returns = b
-                .binary
-                .return_offsets(&f)
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let returns = b.binary.return_offsets(&f).unwrap_or_else(|e| panic!("{what}: {e}"));
             assert!(!returns.is_empty(), "{what}: no RET");
             for point in &returns {
-                assert!(
-                    point.address >= f.address && point.address < f.address + f.size,
-                    "{what}"
-                );
+                assert!(point.address >= f.address && point.address < f.address + f.size, "{what}");
                 let instruction = decode_in_file(&file, point.file_offset, point.address);
                 assert!(
                     is_return(&instruction),
@@ -339,23 +276,11 @@ fn text_empty_and_missing_files_are_errors() {
     std::fs::write(&text, "just some text\n").unwrap();
     let empty = dir.join("empty");
     std::fs::write(&empty, "").unwrap();
-    assert!(matches!(
-        GoBinary::open(&text),
-        Err(TargetError::Elf { .. })
-    ));
-    assert!(matches!(
-        GoBinary::open(&empty),
-        Err(TargetError::Elf { .. })
-    ));
-    assert!(matches!(
-        GoBinary::open(&dir.join("missing")),
-        Err(TargetError::Io { .. })
-    ));
+    assert!(matches!(GoBinary::open(&text), Err(TargetError::Elf { .. })));
+    assert!(matches!(GoBinary::open(&empty), Err(TargetError::Elf { .. })));
+    assert!(matches!(GoBinary::open(&dir.join("missing")), Err(TargetError::Io { .. })));
     let err = GoBinary::open(&text).unwrap_err().to_string();
-    assert!(
-        err.contains("notes.txt") && err.contains("no ELF magic"),
-        "{err}"
-    );
+    assert!(err.contains("notes.txt") && err.contains("no ELF magic"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -409,15 +334,9 @@ fn deleted_binary_read_through_proc_pid_exe() {
     std::fs::create_dir_all(&dir).unwrap();
     let copy = dir.join("service");
     std::fs::copy(go.build(Variant::Stripped), &copy).unwrap();
-    let mut child = Command::new(&copy)
-        .arg("sleep")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Command::new(&copy).arg("sleep").stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
     std::fs::remove_file(&copy).unwrap();
 
@@ -440,10 +359,7 @@ fn deleted_binary_read_through_proc_pid_exe() {
 fn every_symtab_function_is_found_in_the_pclntab() {
     use object::ObjectSymbol;
     let built = build_all();
-    for b in built
-        .iter()
-        .filter(|b| matches!(b.variant, Variant::Default | Variant::Cgo))
-    {
+    for b in built.iter().filter(|b| matches!(b.variant, Variant::Default | Variant::Cgo)) {
         let data = std::fs::read(&b.path).unwrap();
         let elf = ElfFile64::<LittleEndian>::parse(&*data).unwrap();
         let mut checked = 0;
@@ -470,18 +386,12 @@ fn every_symtab_function_is_found_in_the_pclntab() {
             checked += 1;
             match b.binary.pclntab_function(name) {
                 Some(f) if f.address == symbol.address() => {}
-                other => mismatches.push(format!(
-                    "{name} at {:#x}: pclntab {other:?}",
-                    symbol.address()
-                )),
+                other => {
+                    mismatches.push(format!("{name} at {:#x}: pclntab {other:?}", symbol.address()))
+                }
             }
         }
-        assert!(
-            checked > 1000,
-            "{} {:?}: only {checked} functions",
-            b.go.version,
-            b.variant
-        );
+        assert!(checked > 1000, "{} {:?}: only {checked} functions", b.go.version, b.variant);
         assert!(
             mismatches.is_empty(),
             "{} {:?}: {checked} checked, mismatches:\n{}",

@@ -60,13 +60,7 @@ impl PclntabLocation {
             Err(e) => return Some(Err(e.to_string())),
         };
         let text_start = resolve_text_start(data, layout, &header, vaddr);
-        Some(Ok(PclntabLocation {
-            file_range,
-            vaddr,
-            origin,
-            header,
-            text_start,
-        }))
+        Some(Ok(PclntabLocation { file_range, vaddr, origin, header, text_start }))
     }
 
     fn find_bytes(
@@ -76,11 +70,7 @@ impl PclntabLocation {
     ) -> Option<(Range<usize>, u64, PclntabOrigin)> {
         for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
             if let Some(section) = layout.section(name) {
-                return Some((
-                    section.file_range.clone(),
-                    section.vaddr,
-                    PclntabOrigin::Section,
-                ));
+                return Some((section.file_range.clone(), section.vaddr, PclntabOrigin::Section));
             }
         }
         if layout.has_symtab {
@@ -139,12 +129,10 @@ impl PclntabLocation {
             .collect()
     }
 
+    #[cfg(test)]
     /// Every pclntab function named `name`, in address order.
     pub fn functions(&self, data: &[u8], name: &str) -> Vec<Function> {
-        self.entries(data, name)
-            .into_iter()
-            .map(|(f, _)| f)
-            .collect()
+        self.entries(data, name).into_iter().map(|(f, _)| f).collect()
     }
 
     /// The pclntab function named `name`: the ABIInternal one, which is what `.symtab` calls
@@ -156,24 +144,16 @@ impl PclntabLocation {
     pub fn function(&self, data: &[u8], layout: &ElfLayout, name: &str) -> Option<Function> {
         let candidates = self.entries(data, name);
         if candidates.len() > 1 {
-            let go_entries: Vec<u64> = candidates
-                .iter()
-                .filter(|(_, is_asm)| !is_asm)
-                .map(|(f, _)| f.address)
-                .collect();
+            let go_entries: Vec<u64> =
+                candidates.iter().filter(|(_, is_asm)| !is_asm).map(|(f, _)| f.address).collect();
             let wraps_another = |f: &Function| {
-                let others: Vec<u64> = go_entries
-                    .iter()
-                    .copied()
-                    .filter(|&e| e != f.address)
-                    .collect();
+                let others: Vec<u64> =
+                    go_entries.iter().copied().filter(|&e| e != f.address).collect();
                 layout
                     .code_bytes(data, f.address, f.size)
                     .is_ok_and(|code| attach_points::branches_to_any(code, f.address, &others))
             };
-            let chosen = candidates
-                .iter()
-                .find(|(f, is_asm)| !is_asm && !wraps_another(f));
+            let chosen = candidates.iter().find(|(f, is_asm)| !is_asm && !wraps_another(f));
             if let Some((function, _)) = chosen {
                 return Some(function.clone());
             }
@@ -181,6 +161,7 @@ impl PclntabLocation {
         candidates.into_iter().next().map(|(f, _)| f)
     }
 
+    #[cfg(test)]
     /// The pclntab function containing `address`.
     pub fn function_at(&self, data: &[u8], address: u64) -> Option<Function> {
         let found = self.table(data)?.containing(address)?;

@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * goruntime.bpf.c: GC cycles, stop-the-world pauses and sysmon preemptions
+ * of tracked Go processes, from uprobes on Go runtime functions.
+ *
+ * Where the probes sit (chosen in userspace by decoding the machine code):
+ *   - "entry" probes sit on the function's stack-check branch (`jbe` after
+ *     `cmp sp, g.stackguard`), never on its first byte: the kernel emulates
+ *     the branch (~1 us) but single-steps the cmp (~15 us). Register
+ *     arguments are still live there.
+ *   - "return" probes sit on every RET instruction. Never uretprobes: Go
+ *     moves goroutine stacks and a hijacked return address crashes the
+ *     target. RET is single-stepped, so only rare functions get them.
+ *   - the sysmon probe sits on the CALL to preemptone inside retake.
+ *
+ * Morestack double hit: when the stack must grow, the stack-check branch is
+ * taken, morestack runs and the function restarts from its first byte, so
+ * the entry probe is hit twice. The probe sees the flags of the comparison:
+ * CF or ZF set means this `jbe` is taken (the hit to ignore); the restart
+ * is counted. Userspace only attaches entry probes whose branch is `jbe`.
+ *
+ * Expected rates (per process): a few GC cycles per second at most; two
+ * stop-the-world pauses per cycle plus rare ReadMemStats/GOMAXPROCS ones;
+ * sysmon preemptions at most one per 10 ms per P. Every handler does a
+ * constant amount of work.
+ *
+ * Map: go_stats, tgid -> struct golens_go_stats, created by userspace.
+ */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GOLENS_MAX_TRACKED_DEFAULT);
+	__type(key, __u32);
+	__type(value, struct golens_go_stats);
+} go_stats SEC(".maps");
+
+static __always_inline struct golens_go_stats *current_go_stats(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (!is_tracked(tgid))
+		return 0;
+	return bpf_map_lookup_elem(&go_stats, &tgid);
+}
+
+/* At a `jbe` stack check: is this the hit that branches to morestack? */
+static __always_inline bool goes_to_morestack(struct pt_regs *regs)
+{
+	return (regs->flags & (X86_EFLAGS_CF | X86_EFLAGS_ZF)) != 0;
+}
+
+/* runtime.gcResetMarkState entry: gcStart calls it once per cycle, after its
+ * trigger checks passed (gcStart itself is entered by every goroutine that
+ * races to start a cycle; most return early, so its entry overcounts). */
+SEC("uprobe")
+int golens_go_gc_cycle_start(struct pt_regs *regs)
+{
+	struct golens_go_stats *stats;
+
+	if (goes_to_morestack(regs))
+		return 0;
+	stats = current_go_stats();
+	if (!stats)
+		return 0;
+	__sync_fetch_and_add(&stats->gc_cycles, 1);
+	stats->cycle_started_ns = bpf_ktime_get_ns();
+	return 0;
+}
+
+/* Every RET of runtime.gcMarkTermination: the cycle's mark termination is done. */
+SEC("uprobe")
+int golens_go_gc_cycle_end(struct pt_regs *regs)
+{
+	struct golens_go_stats *stats = current_go_stats();
+	__u64 started;
+
+	if (!stats)
+		return 0;
+	started = stats->cycle_started_ns;
+	if (!started)
+		return 0;
+	stats->cycle_started_ns = 0;
+	hist_record(&stats->gc_cycle_duration, bpf_ktime_get_ns() - started);
+	return 0;
+}
+
+static __always_inline int stw_stop_entry(struct pt_regs *regs, __u64 reason)
+{
+	struct golens_go_stats *stats;
+
+	if (goes_to_morestack(regs))
+		return 0;
+	stats = current_go_stats();
+	if (!stats)
+		return 0;
+	__sync_fetch_and_add(&stats->stw_stops, 1);
+	stats->stw_reason = reason < GOLENS_STW_REASONS ? reason : 0;
+	stats->stw_started_ns = bpf_ktime_get_ns();
+	return 0;
+}
+
+/* runtime.stopTheWorldWithSema entry, Go 1.21+: `reason stwReason` (a uint8
+ * enum) is the first integer argument, in AX under the register ABI. */
+SEC("uprobe")
+int golens_go_stw_stop_reason(struct pt_regs *regs)
+{
+	return stw_stop_entry(regs, regs->ax & 0xff);
+}
+
+/* runtime.stopTheWorldWithSema entry, Go < 1.21: no reason argument. */
+SEC("uprobe")
+int golens_go_stw_stop(struct pt_regs *regs)
+{
+	return stw_stop_entry(regs, 0);
+}
+
+/* Every RET of runtime.stopTheWorldWithSema: the world is stopped. */
+SEC("uprobe")
+int golens_go_stw_stopped(struct pt_regs *regs)
+{
+	struct golens_go_stats *stats = current_go_stats();
+	__u64 started;
+
+	if (!stats)
+		return 0;
+	started = stats->stw_started_ns;
+	if (!started) {
+		__sync_fetch_and_add(&stats->stw_unpaired, 1);
+		return 0;
+	}
+	hist_record(&stats->stw_time_to_stop, bpf_ktime_get_ns() - started);
+	return 0;
+}
+
+/* Every RET of runtime.startTheWorldWithSema: the pause is over. */
+SEC("uprobe")
+int golens_go_stw_started(struct pt_regs *regs)
+{
+	struct golens_go_stats *stats = current_go_stats();
+	__u64 started, reason;
+
+	if (!stats)
+		return 0;
+	started = stats->stw_started_ns;
+	if (!started) {
+		__sync_fetch_and_add(&stats->stw_unpaired, 1);
+		return 0;
+	}
+	stats->stw_started_ns = 0;
+	reason = stats->stw_reason;
+	if (reason >= GOLENS_STW_REASONS)
+		reason = 0;
+	hist_record(&stats->stw_pause[reason], bpf_ktime_get_ns() - started);
+	return 0;
+}
+
+/* The CALL runtime.preemptone inside runtime.retake: sysmon asks a goroutine
+ * that has run for more than 10 ms (forcePreemptNS) to yield. GC and
+ * stop-the-world preempt through preemptall and other call sites, which are
+ * not probed, so this counts sysmon's preemptions only. */
+SEC("uprobe")
+int golens_go_sysmon_preempt(struct pt_regs *regs)
+{
+	struct golens_go_stats *stats = current_go_stats();
+
+	if (stats)
+		__sync_fetch_and_add(&stats->sysmon_preemptions, 1);
+	return 0;
+}

@@ -1,0 +1,187 @@
+//! Planning the runtime probes of one Go binary: which table row applies, and
+//! at which file offsets its uprobes go. Pure (no kernel): testable on any
+//! Go binary.
+
+use crate::target::{
+    decode_one, is_kernel_emulated, Function, GoBinary, ProbePoint, StackCheckCondition,
+};
+
+use super::{
+    probe_names, GoVersion, RuntimeProbe, Site, NEWEST_TESTED, OLDEST_SUPPORTED, RUNTIME_PROBES,
+};
+
+/// One probe of one binary: where it goes, or why it cannot.
+#[derive(Debug, Clone)]
+pub struct PlannedProbe {
+    pub name: &'static str,
+    pub program: &'static str,
+    pub function: &'static str,
+    pub points: Result<Vec<ProbePoint>, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub probes: Vec<PlannedProbe>,
+    /// Said once per binary in the log (unknown or untested Go version).
+    pub warning: Option<String>,
+}
+
+pub fn plan(binary: &GoBinary) -> Plan {
+    let version = binary.go_version.as_deref().and_then(GoVersion::parse);
+    let warning = match version {
+        None => Some(format!(
+            "Go version unknown ({}): probing the runtime functions that exist; \
+             stop-the-world reasons are reported as unknown",
+            binary.go_version.as_deref().unwrap_or("no build info")
+        )),
+        Some(v) if v > NEWEST_TESTED => Some(format!(
+            "{v} is newer than the newest Go golens was tested with ({NEWEST_TESTED}); \
+             probing it as {NEWEST_TESTED}"
+        )),
+        _ => None,
+    };
+    let probes = probe_names()
+        .into_iter()
+        .map(|name| {
+            let row = choose_row(name, version);
+            let points = match (version, row) {
+                (Some(v), _) if v < OLDEST_SUPPORTED => Err(format!(
+                    "{v} predates the register calling convention (Go {OLDEST_SUPPORTED}); not probed"
+                )),
+                (_, None) => Err("no probe defined for this Go version".to_string()),
+                (_, Some(row)) => points(binary, row),
+            };
+            let row = row.unwrap_or_else(|| any_row(name));
+            PlannedProbe { name, program: row.program, function: row.function, points }
+        })
+        .collect();
+    Plan { probes, warning }
+}
+
+fn applies(row: &RuntimeProbe, version: GoVersion) -> bool {
+    row.since <= version && row.until.is_none_or(|until| version < until)
+}
+
+/// The table row for `name`: the one for the version, or for an unknown
+/// version the one that decodes no arguments (never a wrong number).
+fn choose_row(name: &str, version: Option<GoVersion>) -> Option<&'static RuntimeProbe> {
+    let mut rows = RUNTIME_PROBES.iter().filter(|row| row.name == name);
+    match version {
+        Some(version) => rows.find(|row| applies(row, version)),
+        None => rows.find(|row| !row.decodes_arguments),
+    }
+}
+
+fn any_row(name: &str) -> &'static RuntimeProbe {
+    RUNTIME_PROBES.iter().find(|row| row.name == name).expect("name comes from the table")
+}
+
+fn points(binary: &GoBinary, row: &RuntimeProbe) -> Result<Vec<ProbePoint>, String> {
+    let function = binary
+        .function(row.function)
+        .ok_or_else(|| format!("{} not found in the binary (renamed or inlined?)", row.function))?;
+    match row.site {
+        Site::Entry => {
+            let entry = binary.entry_probe_offset(&function).map_err(|e| e.to_string())?;
+            if entry.condition != StackCheckCondition::BelowOrEqual {
+                return Err(format!(
+                    "{}: stack check ends in `jb`, not `jbe`: the morestack re-entry cannot be \
+                     told apart; not probed",
+                    row.function
+                ));
+            }
+            ensure_emulated(binary, &function, &[entry.point])?;
+            Ok(vec![entry.point])
+        }
+        Site::Returns => {
+            let returns = binary.return_offsets(&function).map_err(|e| e.to_string())?;
+            if returns.is_empty() {
+                return Err(format!("{}: no RET instruction found", row.function));
+            }
+            Ok(returns)
+        }
+        Site::CallsTo(callee_name) => {
+            let callee = binary
+                .function(callee_name)
+                .ok_or_else(|| format!("{callee_name} not found in the binary (inlined?)"))?;
+            let sites = binary.call_sites(&function, &callee).map_err(|e| e.to_string())?;
+            if sites.is_empty() {
+                return Err(format!("{}: no call to {callee_name} (inlined?)", row.function));
+            }
+            ensure_emulated(binary, &function, &sites)?;
+            Ok(sites)
+        }
+    }
+}
+
+/// Refuses a point the kernel would single-step (15-35x the cost of an
+/// emulated one, paid inside the target): a last check on the decoder's choice.
+fn ensure_emulated(
+    binary: &GoBinary,
+    function: &Function,
+    points: &[ProbePoint],
+) -> Result<(), String> {
+    let code = binary.function_code(function).map_err(|e| e.to_string())?;
+    for point in points {
+        let offset = point.address.checked_sub(function.address).map(|o| o as usize);
+        let instruction =
+            offset.and_then(|o| code.get(o..)).and_then(|c| decode_one(c, point.address));
+        match instruction {
+            Some(instruction) if is_kernel_emulated(&instruction) => {}
+            _ => {
+                return Err(format!(
+                    "{}: the instruction at {:#x} is not one the kernel emulates; a uprobe there \
+                     would be single-stepped",
+                    function.name, point.address
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        goruntime::Site,
+        target::{
+            decode_one,
+            go_toolchain::{GoToolchain, Variant},
+            is_kernel_emulated, is_return,
+        },
+    };
+
+    /// Every attach point the agent chooses, on every toolchain of the matrix
+    /// (GOLENS_TEST_GO) and every build variant: entry and call-site points are
+    /// instructions the kernel emulates (never the single-stepped prologue
+    /// `cmp`), return points are RETs, and no probe is missing.
+    #[test]
+    fn every_chosen_point_is_emulated_or_a_return() {
+        for toolchain in GoToolchain::from_env() {
+            for variant in Variant::ALL {
+                let path = toolchain.build(variant);
+                let binary = GoBinary::open(&path).expect("test binary opens");
+                let plan = plan(&binary);
+                assert!(plan.warning.is_none(), "{}: {:?}", toolchain.version, plan.warning);
+                for planned in &plan.probes {
+                    let what = format!("{} {variant:?} {}", toolchain.version, planned.name);
+                    let points = planned.points.as_ref().unwrap_or_else(|e| panic!("{what}: {e}"));
+                    let function = binary.function(planned.function).expect("planned function");
+                    let code = binary.function_code(&function).expect("function code");
+                    let row = RUNTIME_PROBES.iter().find(|r| r.program == planned.program).unwrap();
+                    for point in points {
+                        assert_ne!(point.address, function.address, "{what}: first byte");
+                        let at = (point.address - function.address) as usize;
+                        let instruction = decode_one(&code[at..], point.address).expect("decodes");
+                        let ok = match row.site {
+                            Site::Entry | Site::CallsTo(_) => is_kernel_emulated(&instruction),
+                            Site::Returns => is_return(&instruction),
+                        };
+                        assert!(ok, "{what}: {:?} at {:#x}", instruction.code(), point.address);
+                    }
+                }
+            }
+        }
+    }
+}

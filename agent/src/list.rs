@@ -1,0 +1,183 @@
+//! `golens list`: the Go processes found, and which runtime probes attach.
+
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    cli::ListArgs,
+    discovery::{procfs, Inspection, Inspector},
+    goruntime::plan::plan,
+    snapshot::{ProbeStatus, Snapshot},
+};
+
+/// One row of the listing, from local inspection or from an agent's snapshot.
+struct Row {
+    pid: u32,
+    comm: String,
+    go_version: String,
+    stripped: bool,
+    pie: bool,
+    probes: Vec<ProbeStatus>,
+}
+
+pub fn list(args: &ListArgs) -> Result<()> {
+    let (rows, verb) = match &args.agent {
+        Some(url) => (rows_from_agent(url, &args.pids)?, "attached"),
+        None => (rows_from_host(&args.pids)?, "would attach"),
+    };
+    let mut out = std::io::stdout().lock();
+    render(&mut out, &rows, verb, args.verbose)?;
+    Ok(())
+}
+
+fn rows_from_host(pids: &[u32]) -> Result<Vec<Row>> {
+    let pids =
+        if pids.is_empty() { procfs::list_pids().context("listing /proc")? } else { pids.to_vec() };
+    let mut inspector = Inspector::default();
+    let mut rows = Vec::new();
+    for pid in pids {
+        if pid == std::process::id() {
+            continue;
+        }
+        let Inspection::Go { comm, binary, .. } = inspector.inspect(pid) else { continue };
+        let probes = plan(&binary)
+            .probes
+            .into_iter()
+            .map(|planned| ProbeStatus {
+                probe: planned.name.to_string(),
+                function: planned.function.to_string(),
+                attached: planned.points.is_ok(),
+                points: planned.points.as_ref().map_or(0, Vec::len),
+                reason: planned.points.err(),
+            })
+            .collect();
+        rows.push(Row {
+            pid,
+            comm,
+            go_version: binary.go_version.clone().unwrap_or_else(|| "unknown".into()),
+            stripped: binary.stripped,
+            pie: binary.pie,
+            probes,
+        });
+    }
+    Ok(rows)
+}
+
+fn rows_from_agent(base_url: &str, pids: &[u32]) -> Result<Vec<Row>> {
+    let url = format!("{}/api/v1/snapshot", base_url.trim_end_matches('/'));
+    let mut response =
+        ureq::get(&url).call().with_context(|| format!("asking the agent at {url}"))?;
+    let body = response.body_mut().read_to_string().context("reading the agent's answer")?;
+    let snapshot: Snapshot = serde_json::from_str(&body)
+        .with_context(|| format!("{url} did not answer with a golens snapshot"))?;
+    if snapshot.agent.collections == 0 {
+        bail!("the agent at {base_url} has not collected anything yet (still starting?)");
+    }
+    Ok(snapshot
+        .processes
+        .into_iter()
+        .filter(|p| pids.is_empty() || pids.contains(&p.pid))
+        .map(|p| Row {
+            pid: p.pid,
+            comm: p.comm,
+            go_version: p.go_version,
+            stripped: p.stripped,
+            pie: p.pie,
+            probes: p.probes,
+        })
+        .collect())
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn render(out: &mut impl Write, rows: &[Row], verb: &str, verbose: bool) -> std::io::Result<()> {
+    if rows.is_empty() {
+        return writeln!(out, "no Go process found");
+    }
+    writeln!(
+        out,
+        "{:>8}  {:<16} {:<12} {:<8} {:<4} PROBES ({verb})",
+        "PID", "COMM", "GO", "STRIPPED", "PIE"
+    )?;
+    for row in rows {
+        let attached = row.probes.iter().filter(|p| p.attached).count();
+        writeln!(
+            out,
+            "{:>8}  {:<16} {:<12} {:<8} {:<4} {attached}/{}",
+            row.pid,
+            row.comm,
+            row.go_version,
+            yes_no(row.stripped),
+            yes_no(row.pie),
+            row.probes.len()
+        )?;
+        for probe in &row.probes {
+            match &probe.reason {
+                Some(reason) => writeln!(out, "{:>10}{}: not attached: {reason}", "", probe.probe)?,
+                None if verbose => writeln!(
+                    out,
+                    "{:>10}{}: {} ({} point{})",
+                    "",
+                    probe.probe,
+                    probe.function,
+                    probe.points,
+                    if probe.points == 1 { "" } else { "s" }
+                )?,
+                None => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(probe: &str, reason: Option<&str>) -> ProbeStatus {
+        ProbeStatus {
+            probe: probe.into(),
+            function: format!("runtime.{probe}"),
+            attached: reason.is_none(),
+            points: usize::from(reason.is_none()),
+            reason: reason.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn renders_one_row_per_process_and_each_failure_reason() {
+        let rows = [Row {
+            pid: 42,
+            comm: "api".into(),
+            go_version: "go1.21.13".into(),
+            stripped: true,
+            pie: false,
+            probes: vec![status("gc_cycle_start", None), status("sysmon_preempt", Some("inlined"))],
+        }];
+        let mut out = Vec::new();
+        render(&mut out, &rows, "attached", false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("PROBES (attached)"), "{text}");
+        assert!(
+            lines[1].contains("42") && lines[1].contains("go1.21.13") && lines[1].contains("1/2")
+        );
+        assert!(lines[1].contains("yes") && lines[1].contains("no"));
+        assert_eq!(lines[2].trim(), "sysmon_preempt: not attached: inlined");
+        assert_eq!(lines.len(), 3, "attached probes are listed only with --verbose");
+    }
+
+    #[test]
+    fn empty_listing_says_so() {
+        let mut out = Vec::new();
+        render(&mut out, &[], "attached", false).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "no Go process found\n");
+    }
+}

@@ -1,0 +1,257 @@
+//! Go runtime probes (GC cycles, stop-the-world pauses, sysmon preemptions)
+//! against real Go processes of every version of the matrix, compared with the
+//! runtime's own accounting. Privileged: run by `cargo xtask test` (as root).
+
+mod common;
+
+use std::{io::Write, process::Command, thread::sleep, time::Duration};
+
+use common::{build_workload_with, start_interactive, Agent, GoBuild, Metrics};
+
+/// runtime.GC() calls each workload makes.
+const CYCLES: u64 = 50;
+const PROBES: &[&str] =
+    &["gc_cycle_start", "gc_cycle_end", "stw_stop", "stw_stopped", "stw_started", "sysmon_preempt"];
+
+/// What the workload reports about itself (runtime.MemStats deltas).
+struct RuntimeReport {
+    go: String,
+    gc_cycles: u64,
+    pause_total_seconds: f64,
+}
+
+fn parse_report(line: &str) -> RuntimeReport {
+    let json: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("workload report `{line}`: {e}"));
+    RuntimeReport {
+        go: json["go"].as_str().expect("go").to_string(),
+        gc_cycles: json["gc_cycles"].as_u64().expect("gc_cycles"),
+        pause_total_seconds: json["pause_total_ns"].as_u64().expect("pause_total_ns") as f64 / 1e9,
+    }
+}
+
+fn value(metrics: &Metrics, name: &str, pid: &str) -> f64 {
+    metrics.value(name, &[("pid", pid)]).unwrap_or(0.0)
+}
+
+/// Sum (or count) of golens_go_stw_pause_seconds over the reasons `keep` accepts.
+fn pauses(metrics: &Metrics, pid: &str, suffix: &str, keep: impl Fn(&str) -> bool) -> f64 {
+    let name = format!("golens_go_stw_pause_seconds_{suffix}");
+    metrics
+        .samples
+        .iter()
+        .filter(|s| s.name == name && s.labels.get("pid").map(String::as_str) == Some(pid))
+        .filter(|s| keep(s.labels.get("reason").map_or("", String::as_str)))
+        .map(|s| s.value)
+        .sum()
+}
+
+fn run_matrix_case(version: &str, build: GoBuild) {
+    let binary = build_workload_with("gcburn", version, build);
+    let (mut workload, mut stdout) = start_interactive(&binary, &["-cycles", &CYCLES.to_string()]);
+    let pid = workload.pid().to_string();
+    let agent = Agent::start(&["--pid", &pid]);
+
+    // Every probe attached, or the test says which and why.
+    let attached = |m: &Metrics| {
+        PROBES
+            .iter()
+            .all(|p| m.value("golens_probe_attached", &[("pid", &pid), ("probe", p)]) == Some(1.0))
+    };
+    let metrics = agent.wait_for(Duration::from_secs(10), attached);
+    if !attached(&metrics) {
+        let (_, snapshot) = common::get(&format!("{}/api/v1/snapshot", agent.base_url)).unwrap();
+        panic!("Go {version} {build:?}: not every runtime probe attached: {snapshot}");
+    }
+    let before = metrics;
+
+    // Run the GC cycles; the workload reports the runtime's own accounting.
+    let stdin = workload.0.stdin.as_mut().expect("piped stdin");
+    writeln!(stdin, "go").unwrap();
+    let report = parse_report(&stdout.next().expect("report line").expect("report"));
+    assert!(report.go.starts_with(&format!("go{version}")), "{} is not Go {version}", report.go);
+    agent_catch_up(&agent);
+    let after = agent.metrics();
+
+    let cycles = value(&after, "golens_go_gc_cycles_total", &pid)
+        - value(&before, "golens_go_gc_cycles_total", &pid);
+    let gc_reason =
+        |reason: &str| reason.starts_with("gc_") || (version == "1.19" && reason == "unknown");
+    let gc_pause_count =
+        pauses(&after, &pid, "count", gc_reason) - pauses(&before, &pid, "count", gc_reason);
+    let gc_pause_total =
+        pauses(&after, &pid, "sum", gc_reason) - pauses(&before, &pid, "sum", gc_reason);
+    let all_pauses =
+        pauses(&after, &pid, "count", |_| true) - pauses(&before, &pid, "count", |_| true);
+    let durations = value(&after, "golens_go_gc_cycle_duration_seconds_count", &pid)
+        - value(&before, "golens_go_gc_cycle_duration_seconds_count", &pid);
+    let stops = value(&after, "golens_go_stw_time_to_stop_seconds_count", &pid)
+        - value(&before, "golens_go_stw_time_to_stop_seconds_count", &pid);
+    let sysmon = value(&after, "golens_go_sysmon_preemptions_total", &pid);
+    println!(
+        "Go {version} {build:?}: cycles golens {cycles} runtime {}; GC pauses {gc_pause_count} \
+         totalling {:.3} ms (runtime's PauseTotalNs {:.3} ms); all pauses {all_pauses}; \
+         sysmon preemptions {sysmon}",
+        report.gc_cycles,
+        gc_pause_total * 1e3,
+        report.pause_total_seconds * 1e3
+    );
+
+    assert!(cycles >= CYCLES as f64, "{CYCLES} runtime.GC() calls, {cycles} cycles seen");
+    assert_eq!(cycles, report.gc_cycles as f64, "golens and runtime NumGC disagree");
+    assert_eq!(durations, cycles, "every cycle has a duration");
+    assert!(all_pauses >= 2.0 * CYCLES as f64, "two stop-the-world pauses per cycle: {all_pauses}");
+    assert_eq!(stops, all_pauses, "every pause has a time-to-stop");
+    if version != "1.19" {
+        // Go 1.21+ passes the reason: exactly one sweep and one mark termination per cycle.
+        for reason in ["gc_sweep_termination", "gc_mark_termination"] {
+            let by_reason = pauses(&after, &pid, "count", |r| r == reason)
+                - pauses(&before, &pid, "count", |r| r == reason);
+            assert_eq!(by_reason, cycles, "{reason} pauses");
+        }
+    } else {
+        assert_eq!(gc_pause_count, all_pauses, "Go 1.19 passes no reason: all are `unknown`");
+    }
+    // Pause time against the runtime's own PauseTotalNs. golens measures from
+    // stopTheWorldWithSema's entry to startTheWorldWithSema's return; the
+    // runtime from inside stopTheWorldWithSema to a timestamp it takes before
+    // restarting the world (for mark termination, before the rest of
+    // gcMarkTermination's stopped-world work). golens' window contains the
+    // runtime's, so it can only be longer: at least the runtime's total (2%
+    // for clock reads around the edges), at most 1 ms longer per pause
+    // (measured here: 40-300 us per pause, including the two single-stepped
+    // RET probes inside the window). A pause paired with the wrong entry or
+    // lost would break one of the two bounds.
+    let runtime_total = report.pause_total_seconds;
+    assert!(
+        gc_pause_total >= 0.98 * runtime_total,
+        "golens GC pauses {gc_pause_total} s < runtime's {runtime_total} s: a pause was missed"
+    );
+    assert!(
+        gc_pause_total <= runtime_total + gc_pause_count * 1e-3,
+        "golens GC pauses {gc_pause_total} s exceed the runtime's {runtime_total} s by more than \
+         1 ms per pause"
+    );
+    // The workload spins a goroutine without yielding for 300 ms: sysmon must preempt it.
+    assert!(sysmon >= 5.0, "sysmon preemptions of a 300 ms spinning goroutine: {sysmon}");
+
+    drop(workload.0.stdin.take()); // EOF: the workload exits
+    let status = workload.0.wait().unwrap();
+    assert!(status.success(), "Go {version} workload under the probes exited with {status}");
+}
+
+/// Waits until the agent has published a snapshot taken after now.
+fn agent_catch_up(agent: &Agent) {
+    let read = || {
+        let (_, body) = common::get(&format!("{}/api/v1/snapshot", agent.base_url)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        json["agent"]["collections"].as_u64().unwrap()
+    };
+    let target = read() + 2;
+    while read() < target {
+        sleep(Duration::from_millis(50));
+    }
+}
+
+macro_rules! matrix {
+    ($($name:ident: $version:literal, $build:expr;)*) => {$(
+        #[test]
+        #[ignore = "privileged: attaches uprobes; run `cargo xtask test` as root"]
+        fn $name() {
+            run_matrix_case($version, $build);
+        }
+    )*};
+}
+
+const STRIPPED: GoBuild = GoBuild { stripped: true, pie: false, cgo: false };
+
+matrix! {
+    go1_19_stripped_static: "1.19", STRIPPED;
+    go1_21_stripped_pie: "1.21.13", GoBuild { pie: true, ..STRIPPED };
+    go1_23_stripped: "1.23.9", STRIPPED;
+    go1_25_stripped_cgo: "1.25.5", GoBuild { cgo: true, ..STRIPPED };
+    go1_27_stripped: "1.27.3", STRIPPED;
+    go1_27_symtab_pie_cgo: "1.27.3", GoBuild { stripped: false, pie: true, cgo: true };
+}
+
+/// Every version of the matrix, GC-heavy for 60 s with every probe attached:
+/// each exits 0, as the same binary does unprobed.
+#[test]
+#[ignore = "privileged: attaches uprobes; run `cargo xtask test` as root"]
+fn gc_heavy_targets_survive_60s_of_probing() {
+    let versions = ["1.19", "1.21.13", "1.23.9", "1.25.5", "1.27.3"];
+    let binaries: Vec<_> = versions
+        .iter()
+        .map(|v| build_workload_with("gcburn", v, GoBuild { cgo: *v == "1.25.5", ..STRIPPED }))
+        .collect();
+    let soak = ["-wait=false", "-cycles", "0", "-spin", "0s"];
+
+    // Unprobed reference: the same binaries, briefly.
+    for binary in &binaries {
+        let status =
+            Command::new(binary).args(soak).args(["-duration", "1s"]).output().unwrap().status;
+        assert!(status.success(), "{} fails even unprobed: {status}", binary.display());
+    }
+
+    let mut workloads: Vec<_> = binaries
+        .iter()
+        .map(|b| common::start_workload(b, &[&soak[..], &["-duration", "60s"]].concat()))
+        .collect();
+    let pids: Vec<String> = workloads.iter().map(|w| w.pid().to_string()).collect();
+    let pid_args: Vec<&str> = pids.iter().flat_map(|pid| ["--pid", pid.as_str()]).collect();
+    let agent = Agent::start(&pid_args);
+    let metrics = agent.wait_for(Duration::from_secs(15), |m| {
+        pids.iter().all(|pid| {
+            m.value("golens_probe_attached", &[("pid", pid), ("probe", "stw_started")]) == Some(1.0)
+        })
+    });
+    for pid in &pids {
+        assert!(
+            metrics.has_pid("golens_go_gc_cycles_total", pid.parse().unwrap()),
+            "pid {pid} not probed"
+        );
+    }
+    for (workload, version) in workloads.iter_mut().zip(versions) {
+        let status = workload.0.wait().unwrap();
+        assert!(status.success(), "Go {version} died under 60 s of probing: {status}");
+    }
+}
+
+/// SIGKILL the agent while GC probes are attached and firing: the target keeps
+/// running (the kernel removes the uprobes with the agent's fds) and exits 0.
+#[test]
+#[ignore = "privileged: attaches uprobes; run `cargo xtask test` as root"]
+fn target_keeps_running_after_agent_sigkill() {
+    let binary = build_workload_with("gcburn", "1.27.3", STRIPPED);
+    let mut workload = common::start_workload(
+        &binary,
+        &["-wait=false", "-cycles", "0", "-spin", "0s", "-duration", "6s"],
+    );
+    let pid = workload.pid();
+    let agent = Agent::start(&["--pid", &pid.to_string()]);
+    agent.wait_for(Duration::from_secs(10), |m| {
+        m.value("golens_go_gc_cycles_total", &[("pid", &pid.to_string())]).unwrap_or(0.0) > 0.0
+    });
+    let mut child = agent.child;
+    child.0.kill().unwrap(); // SIGKILL: no cleanup code runs
+    child.0.wait().unwrap();
+    let status = workload.0.wait().unwrap();
+    assert!(status.success(), "target after agent SIGKILL: {status}");
+}
+
+/// `golens list --agent` shows what a running agent attached, per process.
+#[test]
+#[ignore = "privileged: attaches uprobes; run `cargo xtask test` as root"]
+fn list_reports_what_the_agent_attached() {
+    let binary = build_workload_with("gcburn", "1.23.9", GoBuild { pie: true, ..STRIPPED });
+    let (workload, _stdout) = start_interactive(&binary, &[]);
+    let pid = workload.pid().to_string();
+    let agent = Agent::start(&["--pid", &pid]);
+    let output = common::golens().args(["list", "--agent", &agent.base_url]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let row = text.lines().find(|l| l.split_whitespace().next() == Some(pid.as_str()));
+    let columns: Vec<&str> = row.expect("a row for the watched pid").split_whitespace().collect();
+    assert_eq!(&columns[2..], ["go1.23.9", "yes", "yes", "6/6"], "{text}");
+    assert!(text.contains("PROBES (attached)"), "{text}");
+}
