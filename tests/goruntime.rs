@@ -255,3 +255,63 @@ fn list_reports_what_the_agent_attached() {
     assert_eq!(&columns[2..], ["go1.23.9", "yes", "yes", "6/6"], "{text}");
     assert!(text.contains("PROBES (attached)"), "{text}");
 }
+
+/// A binary deleted on disk after it started (a redeploy) is read and probed
+/// through /proc/PID/exe.
+#[test]
+#[ignore = "privileged: attaches uprobes; run `cargo xtask test` as root"]
+fn deleted_binary_is_probed_through_proc_pid_exe() {
+    let built = build_workload_with("gcburn", "1.25.5", STRIPPED);
+    let copy = built.with_file_name("gcburn-deleted");
+    std::fs::copy(&built, &copy).unwrap();
+    let (mut workload, mut stdout) = start_interactive(&copy, &["-cycles", "5", "-spin", "0s"]);
+    std::fs::remove_file(&copy).unwrap();
+    let pid = workload.pid().to_string();
+    let agent = Agent::start(&["--pid", &pid]);
+    let info = agent.metrics();
+    let exe = &info.find("golens_process_info", &[("pid", &pid)]).expect("tracked").labels["exe"];
+    assert!(exe.ends_with("(deleted)"), "exe label of a deleted binary: {exe}");
+
+    writeln!(workload.0.stdin.as_mut().unwrap(), "go").unwrap();
+    let report = parse_report(&stdout.next().unwrap().unwrap());
+    agent_catch_up(&agent);
+    let cycles = value(&agent.metrics(), "golens_go_gc_cycles_total", &pid);
+    assert_eq!(cycles, report.gc_cycles as f64, "GC cycles of the deleted binary");
+    drop(workload.0.stdin.take());
+    assert!(workload.0.wait().unwrap().success());
+}
+
+/// A process whose binary lives in another mount namespace (a container's
+/// filesystem): the path in /proc/PID/exe does not exist for the agent, the
+/// file is still read and probed through /proc/PID/exe.
+#[test]
+#[ignore = "privileged: needs root for unshare and uprobes; run `cargo xtask test` as root"]
+fn binary_in_another_mount_namespace_is_probed() {
+    let built = build_workload_with("gcburn", "1.23.9", STRIPPED);
+    let dir = tempdir_name("golens-mntns");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Inside a private mount namespace: a tmpfs over `dir`, the binary copied into it.
+    let script = format!(
+        "mount -t tmpfs golens {dir} && cp {built} {dir}/gcburn-mntns && exec {dir}/gcburn-mntns -cycles 5 -spin 0s",
+        dir = dir.display(),
+        built = built.display()
+    );
+    let unshare = std::path::Path::new("/usr/bin/unshare");
+    let (mut workload, mut stdout) =
+        start_interactive(unshare, &["--mount", "--propagation", "private", "sh", "-c", &script]);
+    let pid = workload.pid().to_string(); // sh exec'd the workload: same pid
+    assert!(!dir.join("gcburn-mntns").exists(), "the binary must not be visible here");
+    let agent = Agent::start(&["--pid", &pid]);
+    writeln!(workload.0.stdin.as_mut().unwrap(), "go").unwrap();
+    let report = parse_report(&stdout.next().unwrap().unwrap());
+    agent_catch_up(&agent);
+    let cycles = value(&agent.metrics(), "golens_go_gc_cycles_total", &pid);
+    assert_eq!(cycles, report.gc_cycles as f64, "GC cycles of the namespaced binary");
+    drop(workload.0.stdin.take());
+    assert!(workload.0.wait().unwrap().success());
+    let _ = std::fs::remove_dir(&dir);
+}
+
+fn tempdir_name(prefix: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()))
+}

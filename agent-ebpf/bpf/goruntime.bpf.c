@@ -30,6 +30,8 @@
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GOLENS_MAX_TRACKED_DEFAULT);
+	/* allocated per tracked process, not up front: --max-processes can be large */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
 	__type(value, struct golens_go_stats);
 } go_stats SEC(".maps");
@@ -53,7 +55,7 @@ static __always_inline bool goes_to_morestack(struct pt_regs *regs)
  * trigger checks passed (gcStart itself is entered by every goroutine that
  * races to start a cycle; most return early, so its entry overcounts). */
 SEC("uprobe")
-int golens_go_gc_cycle_start(struct pt_regs *regs)
+int golens_gcstart(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats;
 
@@ -69,7 +71,7 @@ int golens_go_gc_cycle_start(struct pt_regs *regs)
 
 /* Every RET of runtime.gcMarkTermination: the cycle's mark termination is done. */
 SEC("uprobe")
-int golens_go_gc_cycle_end(struct pt_regs *regs)
+int golens_gcend(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats = current_go_stats();
 	__u64 started;
@@ -102,21 +104,21 @@ static __always_inline int stw_stop_entry(struct pt_regs *regs, __u64 reason)
 /* runtime.stopTheWorldWithSema entry, Go 1.21+: `reason stwReason` (a uint8
  * enum) is the first integer argument, in AX under the register ABI. */
 SEC("uprobe")
-int golens_go_stw_stop_reason(struct pt_regs *regs)
+int golens_stwstopr(struct pt_regs *regs)
 {
 	return stw_stop_entry(regs, regs->ax & 0xff);
 }
 
 /* runtime.stopTheWorldWithSema entry, Go < 1.21: no reason argument. */
 SEC("uprobe")
-int golens_go_stw_stop(struct pt_regs *regs)
+int golens_stwstop(struct pt_regs *regs)
 {
 	return stw_stop_entry(regs, 0);
 }
 
 /* Every RET of runtime.stopTheWorldWithSema: the world is stopped. */
 SEC("uprobe")
-int golens_go_stw_stopped(struct pt_regs *regs)
+int golens_stwdown(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats = current_go_stats();
 	__u64 started;
@@ -134,7 +136,7 @@ int golens_go_stw_stopped(struct pt_regs *regs)
 
 /* Every RET of runtime.startTheWorldWithSema: the pause is over. */
 SEC("uprobe")
-int golens_go_stw_started(struct pt_regs *regs)
+int golens_stwup(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats = current_go_stats();
 	__u64 started, reason;
@@ -159,7 +161,7 @@ int golens_go_stw_started(struct pt_regs *regs)
  * stop-the-world preempt through preemptall and other call sites, which are
  * not probed, so this counts sysmon's preemptions only. */
 SEC("uprobe")
-int golens_go_sysmon_preempt(struct pt_regs *regs)
+int golens_sysmon(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats = current_go_stats();
 

@@ -34,14 +34,14 @@ static __always_inline void emit_proc_event(__u32 kind, __u32 tgid, __u32 pid)
 }
 
 SEC("tp_btf/sched_process_exec")
-int BPF_PROG(golens_process_exec, struct task_struct *task)
+int BPF_PROG(golens_exec, struct task_struct *task)
 {
 	emit_proc_event(GOLENS_PROC_EXEC, task->tgid, task->pid);
 	return 0;
 }
 
 SEC("tp_btf/sched_process_exit")
-int BPF_PROG(golens_process_exit, struct task_struct *task)
+int BPF_PROG(golens_exit, struct task_struct *task)
 {
 	__u32 tgid = task->tgid;
 	__u32 pid = task->pid;

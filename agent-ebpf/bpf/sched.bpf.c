@@ -32,6 +32,8 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GOLENS_MAX_TRACKED_DEFAULT);
+	/* allocated per tracked process, not up front: --max-processes can be large */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
 	__type(value, struct golens_sched_stats);
 } sched_stats SEC(".maps");
@@ -59,21 +61,21 @@ static __always_inline long task_state(struct task_struct *task)
 }
 
 SEC("tp_btf/sched_wakeup")
-int BPF_PROG(golens_sched_wakeup, struct task_struct *task)
+int BPF_PROG(golens_wakeup, struct task_struct *task)
 {
 	on_wakeup(task);
 	return 0;
 }
 
 SEC("tp_btf/sched_wakeup_new")
-int BPF_PROG(golens_sched_wakeup_new, struct task_struct *task)
+int BPF_PROG(golens_wakenew, struct task_struct *task)
 {
 	on_wakeup(task);
 	return 0;
 }
 
 SEC("tp_btf/sched_switch")
-int BPF_PROG(golens_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+int BPF_PROG(golens_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
 	__u32 prev_tgid = prev->tgid;
 	__u32 next_tgid = next->tgid;

@@ -35,6 +35,9 @@ enum {
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
+/* map_flags */
+#define BPF_F_NO_PREALLOC (1U << 0)
+
 enum {
 	BPF_ANY = 0,
 	BPF_NOEXIST = 1,

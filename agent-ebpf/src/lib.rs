@@ -54,14 +54,11 @@ pub struct BtfTracepointProgram {
 pub mod programs {
     use super::BtfTracepointProgram as P;
 
-    pub const PROCESS_EXEC: P =
-        P { program: "golens_process_exec", tracepoint: "sched_process_exec" };
-    pub const PROCESS_EXIT: P =
-        P { program: "golens_process_exit", tracepoint: "sched_process_exit" };
-    pub const SCHED_WAKEUP: P = P { program: "golens_sched_wakeup", tracepoint: "sched_wakeup" };
-    pub const SCHED_WAKEUP_NEW: P =
-        P { program: "golens_sched_wakeup_new", tracepoint: "sched_wakeup_new" };
-    pub const SCHED_SWITCH: P = P { program: "golens_sched_switch", tracepoint: "sched_switch" };
+    pub const PROCESS_EXEC: P = P { program: "golens_exec", tracepoint: "sched_process_exec" };
+    pub const PROCESS_EXIT: P = P { program: "golens_exit", tracepoint: "sched_process_exit" };
+    pub const SCHED_WAKEUP: P = P { program: "golens_wakeup", tracepoint: "sched_wakeup" };
+    pub const SCHED_WAKEUP_NEW: P = P { program: "golens_wakenew", tracepoint: "sched_wakeup_new" };
+    pub const SCHED_SWITCH: P = P { program: "golens_switch", tracepoint: "sched_switch" };
 
     /// Discovery: without these the agent cannot follow exec/exit.
     pub const DISCOVERY: &[P] = &[PROCESS_EXEC, PROCESS_EXIT];
@@ -71,13 +68,13 @@ pub mod programs {
 
 /// Uprobe programs on Go runtime functions (see `bpf/goruntime.bpf.c`).
 pub mod uprobes {
-    pub const GC_CYCLE_START: &str = "golens_go_gc_cycle_start";
-    pub const GC_CYCLE_END: &str = "golens_go_gc_cycle_end";
-    pub const STW_STOP: &str = "golens_go_stw_stop";
-    pub const STW_STOP_REASON: &str = "golens_go_stw_stop_reason";
-    pub const STW_STOPPED: &str = "golens_go_stw_stopped";
-    pub const STW_STARTED: &str = "golens_go_stw_started";
-    pub const SYSMON_PREEMPT: &str = "golens_go_sysmon_preempt";
+    pub const GC_CYCLE_START: &str = "golens_gcstart";
+    pub const GC_CYCLE_END: &str = "golens_gcend";
+    pub const STW_STOP: &str = "golens_stwstop";
+    pub const STW_STOP_REASON: &str = "golens_stwstopr";
+    pub const STW_STOPPED: &str = "golens_stwdown";
+    pub const STW_STARTED: &str = "golens_stwup";
+    pub const SYSMON_PREEMPT: &str = "golens_sysmon";
     pub const ALL: &[&str] = &[
         GC_CYCLE_START,
         GC_CYCLE_END,

@@ -50,3 +50,23 @@ fn shared_struct_sizes_match_the_header() {
     );
     assert_eq!(std::mem::size_of::<golens_ebpf::ProcEvent>(), 16);
 }
+
+#[test]
+fn program_names_fit_the_kernels_15_characters_and_stay_unique() {
+    // The kernel keeps BPF_OBJ_NAME_LEN - 1 = 15 characters of a program name
+    // (bpftool prog, bpf_stats): longer names would be cut and could collide.
+    let names: Vec<&str> = programs::DISCOVERY
+        .iter()
+        .chain(programs::SCHED)
+        .map(|p| p.program)
+        .chain(uprobes::ALL.iter().copied())
+        .collect();
+    for name in &names {
+        assert!(name.len() <= 15, "{name} is longer than 15 characters");
+        assert!(name.starts_with("golens_"), "{name}: the prefix tells whose program it is");
+    }
+    let mut unique = names.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "duplicate program names: {names:?}");
+}

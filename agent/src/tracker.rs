@@ -1,7 +1,7 @@
 //! The set of watched processes, kept in step with the kernel's `tracked` map.
 //!
-//! Userspace is the only writer of `tracked` and `sched_stats`: a stats entry
-//! is created before the tgid becomes tracked and removed after it stops being
+//! Userspace is the only writer of `tracked`, `sched_stats` and `go_stats`: stats entries
+//! are created before the tgid becomes tracked and removed after it stops being
 //! tracked, so the kernel never has to insert (bounded kernel work).
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};

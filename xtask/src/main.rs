@@ -20,9 +20,11 @@ const USAGE: &str = "usage: cargo xtask <setup|build|test|demo|bench> [options]
   build                 cargo build --release of the agent
   test [-- ARGS]        setup, then all tests, privileged ones included (needs root)
   demo [--seconds N]    run golens on a demo Go service; until Ctrl-C, or N seconds
-  bench [--rounds N] [--seconds S]
+  bench [--rounds N] [--seconds S] [--scenario plain|gc|all]
                         alternate runs of wrk against a Go service with and without
-                        golens attached; print throughput and p99 ratios";
+                        golens attached (plain, and GC-heavy with GOGC=5); print
+                        throughput and p99 ratios, GC/s, and each eBPF program's hit
+                        rate and run time";
 
 fn main() {
     if let Err(error) = run() {
