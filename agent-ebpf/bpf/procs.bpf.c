@@ -11,7 +11,10 @@
  *     group leader exits (the process is gone or going).
  * Records go through a ring buffer; a full buffer counts in agent_counters
  * (GOLENS_CTR_PROC_EVENT_DROPPED) and userspace's periodic liveness check
- * catches what was lost.
+ * catches what was lost. The reader is not woken for every record (a wakeup
+ * per exec costs the exec'ing task and the agent a context switch each):
+ * only once GOLENS_PROC_EVENTS_WAKEUP_BYTES are pending; userspace also
+ * drains the buffer every GOLENS_PROC_EVENTS_POLL_MS.
  */
 
 struct {
@@ -30,7 +33,10 @@ static __always_inline void emit_proc_event(__u32 kind, __u32 tgid, __u32 pid)
 	event->tgid = tgid;
 	event->pid = pid;
 	event->_pad = 0;
-	bpf_ringbuf_submit(event, 0);
+	bpf_ringbuf_submit(event, bpf_ringbuf_query(&proc_events, BPF_RB_AVAIL_DATA) >=
+					  GOLENS_PROC_EVENTS_WAKEUP_BYTES
+				  ? BPF_RB_FORCE_WAKEUP
+				  : BPF_RB_NO_WAKEUP);
 }
 
 SEC("tp_btf/sched_process_exec")

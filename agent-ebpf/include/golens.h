@@ -93,6 +93,10 @@ _Static_assert(sizeof(struct golens_proc_event) == 16, "golens_proc_event size")
 #define GOLENS_MAX_TRACKED_DEFAULT 256
 #define GOLENS_WAKEUP_TS_ENTRIES 32768
 #define GOLENS_PROC_EVENTS_BYTES (256 * 1024)
+/* Wake the reader once this much is pending (a quarter of the buffer)... */
+#define GOLENS_PROC_EVENTS_WAKEUP_BYTES (64 * 1024)
+/* ...and have it drain the buffer this often regardless. */
+#define GOLENS_PROC_EVENTS_POLL_MS 100
 
 #pragma clang diagnostic pop
 

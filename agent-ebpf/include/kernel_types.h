@@ -35,6 +35,11 @@ enum {
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
+/* bpf_ringbuf_submit / bpf_ringbuf_query flags */
+#define BPF_RB_NO_WAKEUP (1ULL << 0)
+#define BPF_RB_FORCE_WAKEUP (1ULL << 1)
+#define BPF_RB_AVAIL_DATA 0
+
 /* map_flags */
 #define BPF_F_NO_PREALLOC (1U << 0)
 

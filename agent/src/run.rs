@@ -5,7 +5,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, MutexGuard,
     },
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{bail, Context, Result};
@@ -160,17 +160,22 @@ async fn follow_proc_events(ring: RingBuf<MapData>, tracker: Arc<Mutex<Tracker>>
     // for as long as the AsyncFd (which owns the RingBuf) lives.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .context("polling the proc_events ring buffer")?;
+    // The kernel wakes us only when a batch is pending (see procs.bpf.c): drain
+    // on every wakeup and at least every GOLENS_PROC_EVENTS_POLL_MS.
+    let poll = Duration::from_millis(bindings::GOLENS_PROC_EVENTS_POLL_MS.into());
     let mut batch: Vec<ProcEvent> = Vec::new();
     loop {
-        let mut guard = ring.readable_mut().await?;
-        let ring_buf = guard.get_inner_mut();
-        while let Some(item) = ring_buf.next() {
-            if let Some(event) = parse_proc_event(&item) {
-                batch.push(event);
+        match tokio::time::timeout(poll, ring.readable_mut()).await {
+            Ok(guard) => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), &mut batch);
+                guard.clear_ready();
             }
+            Err(_elapsed) => drain(ring.get_mut(), &mut batch),
         }
-        guard.clear_ready();
-        drop(guard);
+        if batch.is_empty() {
+            continue;
+        }
 
         let mut tracker = lock(&tracker);
         for event in batch.drain(..) {
@@ -183,6 +188,14 @@ async fn follow_proc_events(ring: RingBuf<MapData>, tracker: Arc<Mutex<Tracker>>
                 bindings::GOLENS_PROC_EXIT => tracker.forget(event.tgid),
                 _ => {}
             }
+        }
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, batch: &mut Vec<ProcEvent>) {
+    while let Some(item) = ring.next() {
+        if let Some(event) = parse_proc_event(&item) {
+            batch.push(event);
         }
     }
 }

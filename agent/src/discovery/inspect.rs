@@ -13,7 +13,7 @@ use std::{
 
 use crate::target::{GoBinary, TargetError};
 
-use super::procfs;
+use super::procfs::{self, FileIdentity};
 
 /// What discovery learned about one process.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ const CACHE_LIMIT: usize = 4096;
 
 #[derive(Default)]
 pub struct Inspector {
-    by_file: HashMap<(u64, u64), Cached>,
+    by_file: HashMap<FileIdentity, Cached>,
 }
 
 enum Cached {

@@ -24,8 +24,20 @@ pub struct ExeRef {
     /// Path that opens the same file even when it is deleted or lives in
     /// another mount namespace.
     pub open_path: PathBuf,
-    /// (device, inode): the same binary run many times is read once.
-    pub file_id: (u64, u64),
+    /// The same binary run many times is read once.
+    pub file_id: FileIdentity,
+}
+
+/// Identity of an executable file's contents. Device and inode alone are not
+/// enough: a deleted file's inode number is soon reused (a redeploy), and a
+/// cached "not Go" must not stick to the new binary. The change time and size
+/// differ between the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime_ns: i128,
+    pub size: u64,
 }
 
 pub fn proc_root() -> &'static Path {
@@ -78,7 +90,13 @@ pub fn exe(pid: u32) -> io::Result<ExeRef> {
     let open_path = proc_root().join(format!("{pid}/exe"));
     let display_path = fs::read_link(&open_path)?.to_string_lossy().into_owned();
     let metadata = fs::metadata(&open_path)?;
-    Ok(ExeRef { display_path, open_path, file_id: (metadata.dev(), metadata.ino()) })
+    let file_id = FileIdentity {
+        dev: metadata.dev(),
+        ino: metadata.ino(),
+        ctime_ns: i128::from(metadata.ctime()) * 1_000_000_000 + i128::from(metadata.ctime_nsec()),
+        size: metadata.size(),
+    };
+    Ok(ExeRef { display_path, open_path, file_id })
 }
 
 #[cfg(test)]
