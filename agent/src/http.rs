@@ -7,7 +7,7 @@ use std::sync::{
 
 use axum::{
     extract::State,
-    http::{header, StatusCode},
+    http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
@@ -39,9 +39,10 @@ async fn index() -> &'static str {
      /readyz            ready once probes are attached\n/api/v1/snapshot   latest snapshot as JSON\n"
 }
 
-async fn metrics_handler(State(state): State<AppState>) -> Response {
-    match metrics::encode(&state.registry) {
-        Ok(body) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response(),
+async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|value| value.to_str().ok());
+    match metrics::encode(&state.registry, accept) {
+        Ok((content_type, body)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
     }
 }

@@ -16,8 +16,11 @@ use crate::snapshot::{Log2Histogram, ProcessSnapshot, Snapshot, SnapshotCell};
 pub const FIRST_EXPORTED_SLOT: usize = 9;
 pub const LAST_EXPORTED_SLOT: usize = 34;
 
-/// Content type of the exposition (OpenMetrics text, which Prometheus scrapes natively).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// OpenMetrics text, what Prometheus asks for first when it scrapes.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The classic Prometheus text format, for everyone else (curl, promtool).
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug)]
 struct SnapshotCollector {
@@ -30,10 +33,72 @@ pub fn registry(latest: SnapshotCell) -> Registry {
     registry
 }
 
-pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
+/// The exposition in the format the client accepts: OpenMetrics when its
+/// `Accept` header names it (Prometheus does), else Prometheus text 0.0.4.
+/// Returns (content type, body).
+pub fn encode(
+    registry: &Registry,
+    accept: Option<&str>,
+) -> Result<(&'static str, String), std::fmt::Error> {
     let mut body = String::new();
     prometheus_client::encoding::text::encode(&mut body, registry)?;
-    Ok(body)
+    if accept.is_some_and(|accept| accept.contains("application/openmetrics-text")) {
+        Ok((OPENMETRICS_CONTENT_TYPE, body))
+    } else {
+        Ok((TEXT_CONTENT_TYPE, openmetrics_to_prometheus_text(&body)))
+    }
+}
+
+/// Rewrites prometheus-client's OpenMetrics text into the Prometheus 0.0.4
+/// text format. The samples are the same; the differences are in metadata:
+/// a counter family is named without `_total` in OpenMetrics and with it in
+/// 0.0.4 (its samples carry `_total` in both), and 0.0.4 has no `# UNIT`
+/// or `# EOF` lines.
+fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut pending_help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line.starts_with("# HELP ") {
+            if let Some(help) = pending_help.replace(line) {
+                out.push_str(help);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let help = pending_help.take();
+            if kind == "counter" && !name.ends_with("_total") {
+                if let Some(text) = help.and_then(|h| h.strip_prefix("# HELP ")?.strip_prefix(name))
+                {
+                    out.push_str(&format!("# HELP {name}_total{text}\n"));
+                }
+                out.push_str(&format!("# TYPE {name}_total counter\n"));
+            } else {
+                if let Some(help) = help {
+                    out.push_str(help);
+                    out.push('\n');
+                }
+                out.push_str(line);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(help) = pending_help.take() {
+            out.push_str(help);
+            out.push('\n');
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some(help) = pending_help {
+        out.push_str(help);
+        out.push('\n');
+    }
+    out
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -272,4 +337,41 @@ fn encode_agent(
     )?;
     family.encode_gauge(&agent.collection_duration_seconds)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_get_their_total_name_in_prometheus_text() {
+        let openmetrics = "# HELP golens_x Things.\n# TYPE golens_x counter\n\
+                           golens_x_total{pid=\"1\"} 3\n\
+                           # HELP golens_h_seconds Time.\n# TYPE golens_h_seconds histogram\n\
+                           # UNIT golens_h_seconds seconds\n\
+                           golens_h_seconds_sum 1.5\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_prometheus_text(openmetrics),
+            "# HELP golens_x_total Things.\n# TYPE golens_x_total counter\n\
+             golens_x_total{pid=\"1\"} 3\n\
+             # HELP golens_h_seconds Time.\n# TYPE golens_h_seconds histogram\n\
+             golens_h_seconds_sum 1.5\n"
+        );
+    }
+
+    #[test]
+    fn negotiates_on_the_accept_header() {
+        let registry = registry(SnapshotCell::default());
+        let prometheus =
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+        let (content_type, body) = encode(&registry, Some(prometheus)).unwrap();
+        assert_eq!(content_type, OPENMETRICS_CONTENT_TYPE);
+        assert!(body.ends_with("# EOF\n"));
+        for accept in [None, Some("*/*"), Some("text/plain")] {
+            let (content_type, body) = encode(&registry, accept).unwrap();
+            assert_eq!(content_type, TEXT_CONTENT_TYPE);
+            assert!(!body.contains("# EOF"));
+            assert!(body.contains("# TYPE golens_agent_kernel_drops_total counter"), "{body}");
+        }
+    }
 }

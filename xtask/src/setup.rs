@@ -18,6 +18,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("libbpf-dev", "bpf_helpers.h and friends for the eBPF programs"),
     ("golang-go", "Go 1.19: builds the Go workloads of the tests, demo and bench"),
     ("wrk", "HTTP load for cargo xtask bench"),
+    ("prometheus", "a real Prometheus scrapes golens in the tests; promtool lints /metrics"),
 ];
 
 pub fn setup() -> Result<()> {
