@@ -315,3 +315,44 @@ fn binary_in_another_mount_namespace_is_probed() {
 fn tempdir_name(prefix: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()))
 }
+
+/// A binary whose build info is gone (here removed with objcopy): found through
+/// `.gopclntab` alone, version `unknown`, every probe attached by symbol, and
+/// no argument decoding: stop-the-world reasons are `unknown`, never a guess.
+#[test]
+#[ignore = "privileged: attaches uprobes; run `cargo xtask test` as root"]
+fn binary_without_build_info_gets_probes_but_no_reason_decoding() {
+    let built = build_workload_with("gcburn", "1.27.3", STRIPPED);
+    let bare = built.with_file_name("gcburn-nobuildinfo");
+    let status = Command::new("objcopy")
+        .args(["--remove-section", ".go.buildinfo"])
+        .arg(&built)
+        .arg(&bare)
+        .status()
+        .expect("objcopy (binutils)");
+    assert!(status.success());
+    let (mut workload, mut stdout) = start_interactive(&bare, &["-cycles", "10", "-spin", "0s"]);
+    let pid = workload.pid().to_string();
+    let agent = Agent::start(&["--pid", &pid]);
+    let metrics = agent.metrics();
+    let info = metrics.find("golens_process_info", &[("pid", &pid)]).expect("tracked");
+    assert_eq!(info.labels["go_version"], "unknown");
+    for probe in PROBES {
+        assert_eq!(
+            metrics.value("golens_probe_attached", &[("pid", &pid), ("probe", probe)]),
+            Some(1.0),
+            "{probe}"
+        );
+    }
+
+    writeln!(workload.0.stdin.as_mut().unwrap(), "go").unwrap();
+    let report = parse_report(&stdout.next().unwrap().unwrap());
+    agent_catch_up(&agent);
+    let after = agent.metrics();
+    assert_eq!(value(&after, "golens_go_gc_cycles_total", &pid), report.gc_cycles as f64);
+    let known_reasons = pauses(&after, &pid, "count", |reason| reason != "unknown");
+    assert_eq!(known_reasons, 0.0, "an unknown version must not decode stwReason");
+    assert!(pauses(&after, &pid, "count", |_| true) >= 2.0 * report.gc_cycles as f64);
+    drop(workload.0.stdin.take());
+    assert!(workload.0.wait().unwrap().success());
+}

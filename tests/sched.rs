@@ -163,3 +163,43 @@ fn target_survives_agent_sigkill() {
     let status = workload.0.wait().unwrap();
     assert!(status.success(), "target must keep running and exit normally: {status}");
 }
+
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn max_processes_caps_tracking_and_counts_the_skipped() {
+    let binary = build_workload("runqburn");
+    let args = ["-duration", "60s", "-workers", "1"];
+    let first = start_workload(&binary, &args);
+    let second = start_workload(&binary, &args);
+    let agent = Agent::start(&[
+        "--max-processes",
+        "1",
+        "--pid",
+        &first.pid().to_string(),
+        "--pid",
+        &second.pid().to_string(),
+    ]);
+    let metrics = agent.metrics();
+    assert_eq!(metrics.value("golens_agent_tracked_processes", &[]), Some(1.0));
+    let tracked = [&first, &second]
+        .iter()
+        .filter(|w| metrics.has_pid("golens_process_info", w.pid()))
+        .count();
+    assert_eq!(tracked, 1, "exactly one of the two is watched");
+    assert_eq!(
+        metrics.value("golens_agent_skipped_processes_total", &[("reason", "max_processes")]),
+        Some(1.0)
+    );
+
+    // When the watched one exits, the skipped one takes its slot.
+    let (watched, skipped) = if metrics.has_pid("golens_process_info", first.pid()) {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    drop(watched); // killed
+    let metrics = agent
+        .wait_for(Duration::from_secs(10), |m| m.has_pid("golens_process_info", skipped.pid()));
+    assert!(metrics.has_pid("golens_process_info", skipped.pid()), "freed slot not taken");
+    assert_eq!(metrics.value("golens_agent_tracked_processes", &[]), Some(1.0));
+}

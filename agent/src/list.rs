@@ -19,6 +19,8 @@ struct Row {
     stripped: bool,
     pie: bool,
     probes: Vec<ProbeStatus>,
+    /// e.g. an unknown or untested Go version.
+    warning: Option<String>,
 }
 
 pub fn list(args: &ListArgs) -> Result<()> {
@@ -41,7 +43,8 @@ fn rows_from_host(pids: &[u32]) -> Result<Vec<Row>> {
             continue;
         }
         let Inspection::Go { comm, binary, .. } = inspector.inspect(pid) else { continue };
-        let probes = plan(&binary)
+        let plan = plan(&binary);
+        let probes = plan
             .probes
             .into_iter()
             .map(|planned| ProbeStatus {
@@ -59,6 +62,7 @@ fn rows_from_host(pids: &[u32]) -> Result<Vec<Row>> {
             stripped: binary.stripped,
             pie: binary.pie,
             probes,
+            warning: plan.warning,
         });
     }
     Ok(rows)
@@ -85,6 +89,7 @@ fn rows_from_agent(base_url: &str, pids: &[u32]) -> Result<Vec<Row>> {
             stripped: p.stripped,
             pie: p.pie,
             probes: p.probes,
+            warning: None,
         })
         .collect())
 }
@@ -118,6 +123,9 @@ fn render(out: &mut impl Write, rows: &[Row], verb: &str, verbose: bool) -> std:
             yes_no(row.pie),
             row.probes.len()
         )?;
+        if let Some(warning) = &row.warning {
+            writeln!(out, "{:>10}warning: {warning}", "")?;
+        }
         for probe in &row.probes {
             match &probe.reason {
                 Some(reason) => writeln!(out, "{:>10}{}: not attached: {reason}", "", probe.probe)?,
@@ -160,6 +168,7 @@ mod tests {
             stripped: true,
             pie: false,
             probes: vec![status("gc_cycle_start", None), status("sysmon_preempt", Some("inlined"))],
+            warning: None,
         }];
         let mut out = Vec::new();
         render(&mut out, &rows, "attached", false).unwrap();

@@ -137,15 +137,8 @@ fn check_pid_targets(pids: &[u32]) -> Result<()> {
 }
 
 fn initial_scan(tracker: &Mutex<Tracker>, filter: &TargetFilter) -> Result<()> {
-    let pids = if filter.pids.is_empty() {
-        procfs::list_pids().context("listing /proc")?
-    } else {
-        filter.pids.clone()
-    };
     let mut tracker = lock(tracker);
-    for pid in pids {
-        tracker.consider(pid);
-    }
+    tracker.scan().context("listing /proc")?;
     if !filter.pids.is_empty() && tracker.len() == 0 {
         bail!("none of the --pid targets could be tracked (they exited, or --comm excludes them)");
     }
@@ -213,6 +206,7 @@ fn collect(tracker: &Mutex<Tracker>, collections: &mut u64) -> Snapshot {
     let started = Instant::now();
     let mut tracker = lock(tracker);
     tracker.prune_exited();
+    tracker.rescan_if_capacity_freed();
     let processes = tracker.read_processes();
     *collections += 1;
     let agent = AgentSnapshot {

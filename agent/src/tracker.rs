@@ -48,6 +48,9 @@ pub struct Tracker {
     processes: BTreeMap<u32, TrackedProcess>,
     pub skipped: BTreeMap<String, u64>,
     pub discovery_errors: BTreeMap<String, u64>,
+    /// A watched process left while others were skipped for --max-processes:
+    /// the next collection scans /proc again so one of them takes the slot.
+    capacity_freed: bool,
 }
 
 impl Tracker {
@@ -60,6 +63,29 @@ impl Tracker {
             processes: BTreeMap::new(),
             skipped: BTreeMap::new(),
             discovery_errors: BTreeMap::new(),
+            capacity_freed: false,
+        }
+    }
+
+    /// Considers every process the filter can want: all of /proc, or the --pid list.
+    pub fn scan(&mut self) -> std::io::Result<()> {
+        let pids = if self.filter.pids.is_empty() {
+            procfs::list_pids()?
+        } else {
+            self.filter.pids.clone()
+        };
+        for pid in pids {
+            self.consider(pid);
+        }
+        Ok(())
+    }
+
+    /// Scans again when a slot freed up under --max-processes (see `capacity_freed`).
+    pub fn rescan_if_capacity_freed(&mut self) {
+        if std::mem::take(&mut self.capacity_freed) {
+            if let Err(error) = self.scan() {
+                warn!(%error, "rescanning /proc failed");
+            }
         }
     }
 
@@ -193,6 +219,7 @@ impl Tracker {
         let _ = self.maps.go_stats.remove(&pid);
         if let Some(process) = process {
             info!(pid, comm = process.comm, "stopped tracking process (exited)");
+            self.capacity_freed |= self.skipped.contains_key("max_processes");
         }
     }
 

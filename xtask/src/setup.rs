@@ -18,6 +18,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("libbpf-dev", "bpf_helpers.h and friends for the eBPF programs"),
     ("golang-go", "Go 1.19: builds the Go workloads of the tests, demo and bench"),
     ("wrk", "HTTP load for cargo xtask bench"),
+    ("binutils", "objcopy: a test strips .go.buildinfo from a Go binary"),
     ("prometheus", "a real Prometheus scrapes golens in the tests; promtool lints /metrics"),
 ];
 
