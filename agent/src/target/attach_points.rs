@@ -210,22 +210,7 @@ fn prologue_step(instruction: &Instruction) -> PrologueStep {
 /// linearly: Go puts no data inside a function's text and pads between functions with INT3.
 /// Returns through tail calls (`jmp` to another function) are not returns and are not listed.
 pub fn find_returns(function: &str, code: &[u8], address: u64) -> Result<Vec<u64>, ProbeError> {
-    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
-    let mut instruction = Instruction::default();
-    let mut returns = Vec::new();
-    while decoder.can_decode() {
-        decoder.decode_out(&mut instruction);
-        if instruction.is_invalid() {
-            return Err(ProbeError::Undecodable {
-                function: function.to_string(),
-                address: instruction.ip(),
-            });
-        }
-        if is_return(&instruction) {
-            returns.push(instruction.ip());
-        }
-    }
-    Ok(returns)
+    find_instructions(function, code, address, is_return)
 }
 
 /// Addresses of the direct `CALL`s to `callee` in `code` (a whole function loaded at
@@ -236,9 +221,22 @@ pub fn find_call_sites(
     address: u64,
     callee: u64,
 ) -> Result<Vec<u64>, ProbeError> {
+    find_instructions(function, code, address, |instruction| {
+        instruction.is_call_near() && instruction.near_branch_target() == callee
+    })
+}
+
+/// Decodes a whole function linearly and returns the addresses of the
+/// instructions `wanted` accepts; an undecodable byte is an error, not a skip.
+fn find_instructions(
+    function: &str,
+    code: &[u8],
+    address: u64,
+    wanted: impl Fn(&Instruction) -> bool,
+) -> Result<Vec<u64>, ProbeError> {
     let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
     let mut instruction = Instruction::default();
-    let mut sites = Vec::new();
+    let mut found = Vec::new();
     while decoder.can_decode() {
         decoder.decode_out(&mut instruction);
         if instruction.is_invalid() {
@@ -247,11 +245,11 @@ pub fn find_call_sites(
                 address: instruction.ip(),
             });
         }
-        if instruction.is_call_near() && instruction.near_branch_target() == callee {
-            sites.push(instruction.ip());
+        if wanted(&instruction) {
+            found.push(instruction.ip());
         }
     }
-    Ok(sites)
+    Ok(found)
 }
 
 /// Whether `code` (loaded at `address`) contains a direct call or jump to one of `targets`:
