@@ -74,7 +74,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     // Follow exec/exit from now on, then scan what already runs: a process
     // started in between is seen by both, which `consider` makes harmless.
-    let events_task = tokio::spawn(follow_proc_events(proc_events, tracker.clone()));
+    let mut events_task = tokio::spawn(follow_proc_events(proc_events, tracker.clone()));
     initial_scan(&tracker, &filter)?;
 
     let mut collections = 0u64;
@@ -90,9 +90,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
             _ = ticker.tick() => snapshot.set(collect(&tracker, &mut collections)),
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
-        }
-        if events_task.is_finished() {
-            bail!("the process event reader stopped; exec/exit can no longer be followed");
+            stopped = &mut events_task => {
+                let why = match stopped {
+                    Ok(Err(error)) => format!("{error:#}"),
+                    Ok(Ok(())) => "it ended".to_string(),
+                    Err(panic) => panic.to_string(),
+                };
+                bail!("the process event reader stopped ({why}); exec/exit can no longer be followed");
+            }
         }
     }
     info!("shutting down; probes are detached as the agent exits");

@@ -95,7 +95,8 @@ impl Tracker {
 
     /// Inspects `pid` and starts tracking it when it is a wanted Go process.
     pub fn consider(&mut self, pid: u32) -> Considered {
-        if pid == std::process::id() {
+        // Cheap refusals first: with --pid, most execs on the host are not ours.
+        if pid == std::process::id() || !self.filter.may_want(pid) {
             return Considered::NotWanted;
         }
         let Ok(key) = procfs::key(pid) else {

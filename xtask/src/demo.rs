@@ -64,7 +64,7 @@ fn parse_seconds(args: &[String]) -> Result<Option<u64>> {
     }
 }
 
-/// The lines worth showing: process info, run-queue latency summary, switches.
+/// The lines worth showing: process info, run-queue latency, switches, GC and pauses.
 fn sample_lines(body: &str) -> Vec<&str> {
     body.lines()
         .filter(|line| {
@@ -72,10 +72,16 @@ fn sample_lines(body: &str) -> Vec<&str> {
                 && (line.starts_with("golens_process_info")
                     || line.starts_with("golens_sched_runqueue_latency_seconds_count")
                     || line.starts_with("golens_sched_runqueue_latency_seconds_sum")
-                    || line.contains("le=\"0.000016384\"")
-                    || line.contains("le=\"0.000131072\"")
-                    || line.contains("le=\"0.001048576\"")
+                    || (line.starts_with("golens_sched_runqueue_latency_seconds_bucket")
+                        && (line.contains("le=\"0.000016384\"")
+                            || line.contains("le=\"0.000131072\"")
+                            || line.contains("le=\"0.001048576\"")))
                     || line.starts_with("golens_sched_involuntary_switches_total")
+                    || line.starts_with("golens_go_gc_cycles_total")
+                    || line.starts_with("golens_go_gc_cycle_duration_seconds_sum")
+                    || line.starts_with("golens_go_stw_pause_seconds_count")
+                    || line.starts_with("golens_go_stw_pause_seconds_sum")
+                    || line.starts_with("golens_go_sysmon_preemptions_total")
                     || line.starts_with("golens_agent_tracked_processes"))
         })
         .collect()

@@ -49,13 +49,15 @@ pub fn golens_release_binary() -> PathBuf {
     workspace_root().join("target/release/golens")
 }
 
-/// Builds a Go workload from tests/workloads/<name> with the Go toolchain on PATH.
+/// Builds a Go workload from tests/workloads/<name> with the newest Go of the
+/// matrix (so stop-the-world reasons are decoded; installed by setup).
 pub fn build_workload(name: &str) -> Result<PathBuf> {
     let workloads = workspace_root().join("tests/workloads");
     let output = workspace_root().join("target/workloads").join(name);
-    step(&format!("building Go workload {name}"));
+    let go = crate::toolchains::go_binary(crate::toolchains::NEWEST_GO);
+    step(&format!("building Go workload {name} with Go {}", crate::toolchains::NEWEST_GO));
     run_checked(
-        Command::new("go")
+        Command::new(go)
             .current_dir(&workloads)
             .env("GOFLAGS", "-mod=mod")
             .env("GOTOOLCHAIN", "local")

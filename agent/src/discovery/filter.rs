@@ -9,10 +9,14 @@ pub struct TargetFilter {
 }
 
 impl TargetFilter {
+    /// Whether a process with this pid can be wanted at all (before reading its comm).
+    pub fn may_want(&self, pid: u32) -> bool {
+        self.pids.is_empty() || self.pids.contains(&pid)
+    }
+
     /// Whether a Go process with this pid and comm is wanted (before the cap).
     pub fn wants(&self, pid: u32, comm: &str) -> bool {
-        (self.pids.is_empty() || self.pids.contains(&pid))
-            && (self.comms.is_empty() || self.comms.iter().any(|c| c == comm))
+        self.may_want(pid) && (self.comms.is_empty() || self.comms.iter().any(|c| c == comm))
     }
 }
 
