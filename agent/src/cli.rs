@@ -57,6 +57,11 @@ pub struct ListArgs {
 
 /// Run the agent: discover Go processes, attach probes, serve /metrics.
 ///
+/// Probes: scheduler tracepoints (run-queue latency, involuntary switches)
+/// for every thread of a watched process, and uprobes on the Go runtime (GC
+/// cycles, stop-the-world pauses, sysmon preemptions) placed by decoding its
+/// machine code; `golens list` shows which attach to which process.
+///
 /// Needs root, or CAP_BPF + CAP_PERFMON (+ CAP_SYS_PTRACE to read other
 /// users' executables), and a kernel with BTF (/sys/kernel/btf/vmlinux).
 ///

@@ -294,7 +294,8 @@ fn encode_agent(
     let labelled_counters = [
         (
             "golens_agent_skipped_processes",
-            "Go processes the agent chose not to watch, by reason (max_processes: the --max-processes cap).",
+            "Times a Go process was not watched, by reason (max_processes: the --max-processes cap; \
+             a skipped process is considered again when a slot frees up).",
             &agent.skipped_processes,
         ),
         (
