@@ -1,19 +1,7 @@
 //! golens: an eBPF agent that watches running Go services from outside.
 
-mod cli;
-mod discovery;
-mod goruntime;
-mod http;
-mod list;
-mod metrics;
-mod preflight;
-mod probes;
-mod run;
-mod snapshot;
-mod target;
-mod tracker;
-
 use clap::Parser;
+use golens::{cli, list, run};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {

@@ -5,16 +5,18 @@
 //!   cargo xtask test    setup, then every unit and integration test (privileged ones too)
 //!   cargo xtask demo    setup, build, run golens against a bundled Go service
 //!   cargo xtask bench   throughput and p99 of a Go HTTP service with and without golens
+//!   cargo xtask fuzz    run the parsers' fuzz targets
 
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 mod toolchains;
 mod util;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str = "usage: cargo xtask <setup|build|test|demo|bench> [options]
+const USAGE: &str = "usage: cargo xtask <setup|build|test|demo|bench|fuzz> [options]
 
   setup                 install missing build/test dependencies (needs root on Debian)
   build                 cargo build --release of the agent
@@ -24,7 +26,9 @@ const USAGE: &str = "usage: cargo xtask <setup|build|test|demo|bench> [options]
                         alternate runs of wrk against a Go service with and without
                         golens attached (plain, and GC-heavy with GOGC=5); print
                         throughput and p99 ratios, GC/s, and each eBPF program's hit
-                        rate and run time";
+                        rate and run time
+  fuzz [--seconds N]    run each parser fuzz target (agent/fuzz) for N s (default 30),
+                        seeded from a real Go binary";
 
 fn main() {
     if let Err(error) = run() {
@@ -46,6 +50,7 @@ fn run() -> Result<()> {
         "test" => test(rest),
         "demo" => demo::demo(rest),
         "bench" => bench::bench(rest),
+        "fuzz" => fuzz::fuzz(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

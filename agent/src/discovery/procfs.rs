@@ -75,7 +75,7 @@ pub fn start_time(pid: u32) -> io::Result<u64> {
     })
 }
 
-fn parse_start_time(stat: &str) -> Option<u64> {
+pub fn parse_start_time(stat: &str) -> Option<u64> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
     // Fields after comm start at field 3 (state); starttime is field 22.
     after_comm.split_whitespace().nth(22 - 3)?.parse().ok()

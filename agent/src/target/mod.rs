@@ -14,6 +14,7 @@
 mod attach_points;
 mod buildinfo;
 mod elf;
+pub mod fuzzing;
 mod pclntab;
 mod symbols;
 
@@ -57,10 +58,28 @@ pub struct GoBinary {
     image: Arc<Image>,
 }
 
+/// The bytes of the binary: mapped from a file (always, in the agent), or
+/// owned (fuzzing and tests build binaries in memory).
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(map) => map,
+            Bytes::Owned(bytes) => bytes,
+        }
+    }
+}
+
 /// The mapped file and what was parsed from it once.
 struct Image {
     path: PathBuf,
-    map: Mmap,
+    map: Bytes,
     layout: ElfLayout,
     pclntab: Option<PclntabLocation>,
 }
@@ -91,6 +110,17 @@ impl GoBinary {
         // truncated under us, reads fault as with any mmap, which every parser here tolerates
         // no worse than a read error.
         let map = unsafe { Mmap::map(&file) }.map_err(io_error)?;
+        Self::parse(path, Bytes::Mapped(map))
+    }
+
+    /// Reads a binary held in memory (`path` only names it in errors): what the
+    /// fuzz targets feed arbitrary bytes to.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<GoBinary, TargetError> {
+        Self::parse(path, Bytes::Owned(bytes))
+    }
+
+    fn parse(path: &Path, map: Bytes) -> Result<GoBinary, TargetError> {
+        let elf_error = |reason: String| TargetError::Elf { path: path.to_path_buf(), reason };
         let data: &[u8] = &map;
 
         let layout = ElfLayout::parse(data).map_err(elf_error)?;

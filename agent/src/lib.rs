@@ -1,0 +1,22 @@
+//! golens: an eBPF agent that watches running Go services from outside.
+//!
+//! The binary (`main.rs`) is a thin CLI over this library; the library is
+//! also what the fuzz targets (`agent/fuzz/`) drive.
+//!
+//! Data flows one way: `discovery` (which processes are Go, via `target`)
+//! -> `probes` (load and attach; `goruntime` plans the uprobes) -> `tracker`
+//! (kernel maps per process) -> `snapshot` -> outputs (`metrics`, `http`,
+//! `list`).
+
+pub mod cli;
+pub mod discovery;
+pub mod goruntime;
+pub mod http;
+pub mod list;
+pub mod metrics;
+pub mod preflight;
+pub mod probes;
+pub mod run;
+pub mod snapshot;
+pub mod target;
+pub mod tracker;
