@@ -144,10 +144,10 @@ fn check_pid_targets(pids: &[u32]) -> Result<()> {
 fn initial_scan(tracker: &Mutex<Tracker>, filter: &TargetFilter) -> Result<()> {
     let mut tracker = lock(tracker);
     tracker.scan().context("listing /proc")?;
-    if !filter.pids.is_empty() && tracker.len() == 0 {
+    if !filter.pids.is_empty() && tracker.is_empty() {
         bail!("none of the --pid targets could be tracked (they exited, or --comm excludes them)");
     }
-    if tracker.len() == 0 {
+    if tracker.is_empty() {
         info!("no Go process found yet; new ones are picked up when they start");
     }
     Ok(())

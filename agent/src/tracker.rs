@@ -93,6 +93,10 @@ impl Tracker {
         self.processes.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty()
+    }
+
     /// Inspects `pid` and starts tracking it when it is a wanted Go process.
     pub fn consider(&mut self, pid: u32) -> Considered {
         // Cheap refusals first: with --pid, most execs on the host are not ours.
