@@ -356,3 +356,49 @@ fn binary_without_build_info_gets_probes_but_no_reason_decoding() {
     drop(workload.0.stdin.take());
     assert!(workload.0.wait().unwrap().success());
 }
+
+/// Go processes that come and go leave nothing behind in the agent: every
+/// uprobe link (a perf event fd each) is closed after its process exits, and
+/// detaching (slow: the kernel waits a grace period per link) never holds up
+/// the discovery of the next processes.
+#[test]
+#[ignore = "privileged: attaches uprobes; run `cargo xtask test` as root"]
+fn processes_coming_and_going_are_all_probed_and_leak_no_fds() {
+    let binary = build_workload_with("gcburn", "1.27.3", STRIPPED);
+    let comm: String = binary.file_name().unwrap().to_string_lossy().chars().take(15).collect();
+    let agent = Agent::start(&["--comm", &comm]);
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", agent.child.pid())).unwrap().count();
+    let before = fds();
+
+    let mut probed = 0;
+    for _round in 0..3 {
+        let batch: Vec<_> = (0..4)
+            .map(|_| {
+                let args = ["-wait=false", "-cycles", "0", "-spin", "0s", "-duration", "1500ms"];
+                common::start_workload(&binary, &args)
+            })
+            .collect();
+        let pids: Vec<u32> = batch.iter().map(|w| w.pid()).collect();
+        let metrics = agent.wait_for(Duration::from_secs(10), |m| {
+            pids.iter().all(|pid| m.has_pid("golens_go_gc_cycles_total", *pid))
+        });
+        probed +=
+            pids.iter().filter(|pid| metrics.has_pid("golens_go_gc_cycles_total", **pid)).count();
+        for mut workload in batch {
+            assert!(workload.0.wait().unwrap().success());
+        }
+    }
+    assert_eq!(probed, 12, "every short-lived Go process, in every round, was probed");
+    let metrics = agent.wait_for(Duration::from_secs(10), |m| {
+        m.value("golens_agent_tracked_processes", &[]) == Some(0.0)
+    });
+    assert_eq!(metrics.value("golens_agent_tracked_processes", &[]), Some(0.0));
+    // Links are detached in the background (~0.1 s each): wait for them, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while fds() > before + 1 && std::time::Instant::now() < deadline {
+        sleep(Duration::from_millis(200));
+    }
+    let after = fds();
+    // One HTTP connection may still be open from the last scrape.
+    assert!(after <= before + 1, "agent fds {before} -> {after}: probe links leaked");
+}

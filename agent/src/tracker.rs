@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
-use aya::{maps::MapError, programs::uprobe::UProbeLinkId};
+use aya::{maps::MapError, programs::uprobe::UProbeLink};
 use golens_ebpf::{GoStats, SchedStats};
 use tracing::{debug, info, warn};
 
@@ -25,7 +25,8 @@ pub struct TrackedProcess {
     pub binary: Arc<GoBinary>,
     /// One entry per runtime probe name, attached or not (and why).
     pub probes: Vec<ProbeStatus>,
-    links: Vec<(&'static str, UProbeLinkId)>,
+    /// Dropping a link detaches its uprobe.
+    links: Vec<UProbeLink>,
 }
 
 /// Why `consider` did or did not start tracking a process.
@@ -51,6 +52,53 @@ pub struct Tracker {
     /// A watched process left while others were skipped for --max-processes:
     /// the next collection scans /proc again so one of them takes the slot.
     capacity_freed: bool,
+    /// Detaches the uprobes of processes that left, off the tracker's lock.
+    link_reaper: LinkReaper,
+}
+
+/// Detaching a uprobe waits for an RCU grace period in the kernel, and the
+/// kernel serialises these: ~100 ms a link measured here, ~0.65 s for one
+/// process's links. Done under the tracker's lock, a burst of exits delayed
+/// the discovery of new processes by seconds (short-lived ones were missed
+/// entirely), so the links of processes that left are dropped on a thread of
+/// their own. (Dropping them concurrently was tried: no faster.)
+struct LinkReaper {
+    sender: Option<std::sync::mpsc::Sender<Vec<UProbeLink>>>,
+}
+
+impl LinkReaper {
+    fn start() -> LinkReaper {
+        let (sender, receiver) = std::sync::mpsc::channel::<Vec<UProbeLink>>();
+        let spawned = std::thread::Builder::new().name("golens-detach".into()).spawn(move || {
+            for links in receiver {
+                let started = std::time::Instant::now();
+                let count = links.len();
+                drop(links);
+                debug!(
+                    count,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "uprobes detached"
+                );
+            }
+        });
+        match spawned {
+            Ok(_) => LinkReaper { sender: Some(sender) },
+            Err(error) => {
+                warn!(%error, "no detach thread: uprobes are detached inline");
+                LinkReaper { sender: None }
+            }
+        }
+    }
+
+    fn detach(&self, links: Vec<UProbeLink>) {
+        if links.is_empty() {
+            return;
+        }
+        // If the thread is gone, the links come back in the error and are dropped here.
+        if let Some(sender) = &self.sender {
+            let _ = sender.send(links);
+        }
+    }
 }
 
 impl Tracker {
@@ -64,6 +112,7 @@ impl Tracker {
             skipped: BTreeMap::new(),
             discovery_errors: BTreeMap::new(),
             capacity_freed: false,
+            link_reaper: LinkReaper::start(),
         }
     }
 
@@ -171,7 +220,7 @@ impl Tracker {
         pid: u32,
         comm: &str,
         binary: &GoBinary,
-    ) -> (Vec<ProbeStatus>, Vec<(&'static str, UProbeLinkId)>) {
+    ) -> (Vec<ProbeStatus>, Vec<UProbeLink>) {
         let plan = goruntime::plan::plan(binary);
         if let Some(warning) = &plan.warning {
             warn!(pid, comm, "{warning}");
@@ -184,11 +233,9 @@ impl Tracker {
                 let mut probe_links = Vec::new();
                 for point in &points {
                     match self.kernel.attach_uprobe(planned.program, &exe, point.file_offset, pid) {
-                        Ok(link) => probe_links.push((planned.program, link)),
+                        Ok(link) => probe_links.push(link),
                         Err(error) => {
-                            for (program, link) in probe_links {
-                                self.kernel.detach_uprobe(program, link);
-                            }
+                            self.link_reaper.detach(probe_links);
                             return Err(format!("attaching at {:#x}: {error}", point.address));
                         }
                     }
@@ -214,9 +261,7 @@ impl Tracker {
     pub fn forget(&mut self, pid: u32) {
         let mut process = self.processes.remove(&pid);
         if let Some(process) = &mut process {
-            for (program, link) in process.links.drain(..) {
-                self.kernel.detach_uprobe(program, link);
-            }
+            self.link_reaper.detach(std::mem::take(&mut process.links));
         }
         // Untrack before removing stats so the kernel stops touching them.
         let _ = self.maps.tracked.remove(&pid);

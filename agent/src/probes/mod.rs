@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, num::NonZeroU32, path::Path};
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        uprobe::{UProbeLinkId, UProbeScope},
+        uprobe::{UProbeLink, UProbeScope},
         BtfTracePoint, UProbe,
     },
     Btf, Ebpf, EbpfLoader, Endianness,
@@ -129,28 +129,23 @@ impl KernelSide {
     /// Attaches a loaded uprobe program at `file_offset` of `binary` (often
     /// /proc/PID/exe), firing for process `pid` only: the breakpoint is
     /// installed in that process alone, other processes of the same binary
-    /// never trap.
+    /// never trap. The caller owns the returned link: dropping it detaches.
     pub fn attach_uprobe(
         &mut self,
         program: &'static str,
         binary: &Path,
         file_offset: u64,
         pid: u32,
-    ) -> Result<UProbeLinkId, ProbeError> {
+    ) -> Result<UProbeLink, ProbeError> {
         if self.attached.get(program) != Some(&true) {
             return Err(ProbeError::NotLoaded { program });
         }
         let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-        self.uprobe(program)?
+        let uprobe = self.uprobe(program)?;
+        let link = uprobe
             .attach(file_offset, binary, scope)
-            .map_err(|source| ProbeError::Program { program, source })
-    }
-
-    pub fn detach_uprobe(&mut self, program: &'static str, link: UProbeLinkId) {
-        if let Ok(uprobe) = self.uprobe(program) {
-            // The link may already be gone with its process: nothing to undo then.
-            let _ = uprobe.detach(link);
-        }
+            .map_err(|source| ProbeError::Program { program, source })?;
+        uprobe.take_link(link).map_err(|source| ProbeError::Program { program, source })
     }
 
     pub fn take_maps(&mut self) -> Result<(KernelMaps, RingBuf<MapData>), ProbeError> {
