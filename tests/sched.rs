@@ -203,3 +203,43 @@ fn max_processes_caps_tracking_and_counts_the_skipped() {
     assert!(metrics.has_pid("golens_process_info", skipped.pid()), "freed slot not taken");
     assert_eq!(metrics.value("golens_agent_tracked_processes", &[]), Some(1.0));
 }
+
+/// A process in a container-shaped cgroup (as the kubelet and containerd lay
+/// them out) carries `container_id` and `pod_uid` labels on its series.
+#[test]
+#[ignore = "privileged: creates a cgroup and loads eBPF programs; run `cargo xtask test` as root"]
+fn container_and_pod_ids_come_from_the_cgroup_path() {
+    const ID: &str = "4c8b0f5e2a1d3c6b9e7f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d";
+    const UID: &str = "0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d";
+    // The cgroup v2 hierarchy: /sys/fs/cgroup/unified on hybrid hosts (like
+    // this one), /sys/fs/cgroup on pure v2 hosts.
+    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.controllers").exists())
+        .expect("a cgroup v2 hierarchy");
+    let pod = root.join(format!("golens-test-kubepods-pod{}.slice", UID.replace('-', "_")));
+    let container = pod.join(format!("cri-containerd-{ID}.scope"));
+    std::fs::create_dir_all(&container).expect("creating a test cgroup");
+
+    let workload =
+        start_workload(&build_workload("runqburn"), &["-duration", "30s", "-workers", "1"]);
+    std::fs::write(container.join("cgroup.procs"), workload.pid().to_string()).unwrap();
+    let agent = Agent::start(&["--pid", &workload.pid().to_string()]);
+    let metrics = agent.metrics();
+    let pid = workload.pid().to_string();
+    for family in ["golens_process_info", "golens_sched_runqueue_latency_seconds_count"] {
+        let sample = metrics.find(family, &[("pid", &pid)]).unwrap_or_else(|| panic!("{family}"));
+        assert_eq!(sample.labels.get("container_id").map(String::as_str), Some(ID), "{family}");
+        assert_eq!(sample.labels.get("pod_uid").map(String::as_str), Some(UID), "{family}");
+    }
+
+    drop(workload);
+    drop(agent);
+    // A cgroup can be removed once empty (the killed workload has left it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::remove_dir(&container).is_err() && std::time::Instant::now() < deadline {
+        sleep(Duration::from_millis(100));
+    }
+    std::fs::remove_dir(&pod).expect("removing the test cgroup");
+}

@@ -101,10 +101,16 @@ fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
-type Labels<'a> = Vec<(&'static str, &'a str)>;
-
+/// `pid`, `comm`, and `container_id` / `pod_uid` when the process has them.
 fn process_labels(process: &ProcessSnapshot) -> Vec<(&'static str, String)> {
-    vec![("pid", process.pid.to_string()), ("comm", process.comm.clone())]
+    let mut labels = vec![("pid", process.pid.to_string()), ("comm", process.comm.clone())];
+    if let Some(id) = &process.container_id {
+        labels.push(("container_id", id.clone()));
+    }
+    if let Some(uid) = &process.pod_uid {
+        labels.push(("pod_uid", uid.clone()));
+    }
+    labels
 }
 
 impl Collector for SnapshotCollector {
@@ -168,13 +174,9 @@ fn encode_processes(
         MetricType::Gauge,
     )?;
     for process in processes {
-        let pid = process.pid.to_string();
-        let labels: Labels = vec![
-            ("pid", &pid),
-            ("comm", &process.comm),
-            ("exe", &process.exe),
-            ("go_version", &process.go_version),
-        ];
+        let mut labels = process_labels(process);
+        labels.push(("exe", process.exe.clone()));
+        labels.push(("go_version", process.go_version.clone()));
         family.encode_family(&labels)?.encode_gauge(&1u64)?;
     }
 

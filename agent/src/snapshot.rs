@@ -95,6 +95,10 @@ pub struct ProcessSnapshot {
     pub pid: u32,
     pub comm: String,
     pub exe: String,
+    /// From /proc/PID/cgroup, when the process runs in a container.
+    pub container_id: Option<String>,
+    /// From /proc/PID/cgroup, when the process runs in a Kubernetes pod.
+    pub pod_uid: Option<String>,
     /// "unknown" when build info is absent.
     pub go_version: String,
     pub stripped: bool,

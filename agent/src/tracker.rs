@@ -11,7 +11,9 @@ use golens_ebpf::{GoStats, SchedStats};
 use tracing::{debug, info, warn};
 
 use crate::{
-    discovery::{procfs, Inspection, Inspector, ProcessKey, TargetFilter},
+    discovery::{
+        cgroup, cgroup::ContainerIdentity, procfs, Inspection, Inspector, ProcessKey, TargetFilter,
+    },
     goruntime::{self, STW_REASON_NAMES},
     probes::{KernelMaps, KernelSide},
     snapshot::{GoRuntimeSnapshot, Log2Histogram, ProbeStatus, ProcessSnapshot, SchedSnapshot},
@@ -22,6 +24,7 @@ pub struct TrackedProcess {
     pub key: ProcessKey,
     pub comm: String,
     pub exe: String,
+    pub container: ContainerIdentity,
     pub binary: Arc<GoBinary>,
     /// One entry per runtime probe name, attached or not (and why).
     pub probes: Vec<ProbeStatus>,
@@ -194,7 +197,9 @@ impl Tracker {
         let go_version = binary.go_version.as_deref().unwrap_or("unknown");
         let attached = probes.iter().filter(|p| p.attached).count();
         info!(pid, comm, exe, go_version, runtime_probes = attached, "tracking Go process");
-        self.processes.insert(pid, TrackedProcess { key, comm, exe, binary, probes, links });
+        let container = cgroup::read(pid);
+        self.processes
+            .insert(pid, TrackedProcess { key, comm, exe, container, binary, probes, links });
         Considered::Tracked
     }
 
@@ -316,6 +321,8 @@ impl Tracker {
                     pid: p.key.pid,
                     comm: p.comm.clone(),
                     exe: p.exe.clone(),
+                    container_id: p.container.container_id.clone(),
+                    pod_uid: p.container.pod_uid.clone(),
                     go_version: p.binary.go_version.clone().unwrap_or_else(|| "unknown".into()),
                     stripped: p.binary.stripped,
                     pie: p.binary.pie,

@@ -1,5 +1,6 @@
 //! Discovery: which processes are Go, and which of those the agent watches.
 
+pub mod cgroup;
 pub mod filter;
 pub mod inspect;
 pub mod procfs;
