@@ -4,31 +4,14 @@
 
 mod common;
 
-use std::{io::Write, process::Command, thread::sleep, time::Duration};
+use std::{process::Command, thread::sleep, time::Duration};
 
-use common::{build_workload_with, start_interactive, Agent, GoBuild, Metrics};
+use common::{build_workload_with, Agent, GcWorkload, GoBuild, Metrics};
 
 /// runtime.GC() calls each workload makes.
 const CYCLES: u64 = 50;
 const PROBES: &[&str] =
     &["gc_cycle_start", "gc_cycle_end", "stw_stop", "stw_stopped", "stw_started", "sysmon_preempt"];
-
-/// What the workload reports about itself (runtime.MemStats deltas).
-struct RuntimeReport {
-    go: String,
-    gc_cycles: u64,
-    pause_total_seconds: f64,
-}
-
-fn parse_report(line: &str) -> RuntimeReport {
-    let json: serde_json::Value =
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("workload report `{line}`: {e}"));
-    RuntimeReport {
-        go: json["go"].as_str().expect("go").to_string(),
-        gc_cycles: json["gc_cycles"].as_u64().expect("gc_cycles"),
-        pause_total_seconds: json["pause_total_ns"].as_u64().expect("pause_total_ns") as f64 / 1e9,
-    }
-}
 
 fn value(metrics: &Metrics, name: &str, pid: &str) -> f64 {
     metrics.value(name, &[("pid", pid)]).unwrap_or(0.0)
@@ -48,8 +31,8 @@ fn pauses(metrics: &Metrics, pid: &str, suffix: &str, keep: impl Fn(&str) -> boo
 
 fn run_matrix_case(version: &str, build: GoBuild) {
     let binary = build_workload_with("gcburn", version, build);
-    let (mut workload, mut stdout) = start_interactive(&binary, &["-cycles", &CYCLES.to_string()]);
-    let pid = workload.pid().to_string();
+    let mut workload = GcWorkload::start(&binary, &["-cycles", &CYCLES.to_string()]);
+    let pid = workload.pid.clone();
     let agent = Agent::start(&["--pid", &pid]);
 
     // Every probe attached, or the test says which and why.
@@ -66,9 +49,7 @@ fn run_matrix_case(version: &str, build: GoBuild) {
     let before = metrics;
 
     // Run the GC cycles; the workload reports the runtime's own accounting.
-    let stdin = workload.0.stdin.as_mut().expect("piped stdin");
-    writeln!(stdin, "go").unwrap();
-    let report = parse_report(&stdout.next().expect("report line").expect("report"));
+    let report = workload.run_cycles();
     assert!(report.go.starts_with(&format!("go{version}")), "{} is not Go {version}", report.go);
     agent_catch_up(&agent);
     let after = agent.metrics();
@@ -135,9 +116,7 @@ fn run_matrix_case(version: &str, build: GoBuild) {
     // The workload spins a goroutine without yielding for 300 ms: sysmon must preempt it.
     assert!(sysmon >= 5.0, "sysmon preemptions of a 300 ms spinning goroutine: {sysmon}");
 
-    drop(workload.0.stdin.take()); // EOF: the workload exits
-    let status = workload.0.wait().unwrap();
-    assert!(status.success(), "Go {version} workload under the probes exited with {status}");
+    workload.finish();
 }
 
 /// Waits until the agent has published a snapshot taken after now.
@@ -244,8 +223,8 @@ fn target_keeps_running_after_agent_sigkill() {
 #[ignore = "privileged: attaches uprobes; run `cargo xtask test` as root"]
 fn list_reports_what_the_agent_attached() {
     let binary = build_workload_with("gcburn", "1.23.9", GoBuild { pie: true, ..STRIPPED });
-    let (workload, _stdout) = start_interactive(&binary, &[]);
-    let pid = workload.pid().to_string();
+    let workload = GcWorkload::start(&binary, &[]);
+    let pid = workload.pid.clone();
     let agent = Agent::start(&["--pid", &pid]);
     let output = common::golens().args(["list", "--agent", &agent.base_url]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -264,21 +243,19 @@ fn deleted_binary_is_probed_through_proc_pid_exe() {
     let built = build_workload_with("gcburn", "1.25.5", STRIPPED);
     let copy = built.with_file_name("gcburn-deleted");
     std::fs::copy(&built, &copy).unwrap();
-    let (mut workload, mut stdout) = start_interactive(&copy, &["-cycles", "5", "-spin", "0s"]);
+    let mut workload = GcWorkload::start(&copy, &["-cycles", "5", "-spin", "0s"]);
     std::fs::remove_file(&copy).unwrap();
-    let pid = workload.pid().to_string();
+    let pid = workload.pid.clone();
     let agent = Agent::start(&["--pid", &pid]);
     let info = agent.metrics();
     let exe = &info.find("golens_process_info", &[("pid", &pid)]).expect("tracked").labels["exe"];
     assert!(exe.ends_with("(deleted)"), "exe label of a deleted binary: {exe}");
 
-    writeln!(workload.0.stdin.as_mut().unwrap(), "go").unwrap();
-    let report = parse_report(&stdout.next().unwrap().unwrap());
+    let report = workload.run_cycles();
     agent_catch_up(&agent);
     let cycles = value(&agent.metrics(), "golens_go_gc_cycles_total", &pid);
     assert_eq!(cycles, report.gc_cycles as f64, "GC cycles of the deleted binary");
-    drop(workload.0.stdin.take());
-    assert!(workload.0.wait().unwrap().success());
+    workload.finish();
 }
 
 /// A process whose binary lives in another mount namespace (a container's
@@ -297,18 +274,16 @@ fn binary_in_another_mount_namespace_is_probed() {
         built = built.display()
     );
     let unshare = std::path::Path::new("/usr/bin/unshare");
-    let (mut workload, mut stdout) =
-        start_interactive(unshare, &["--mount", "--propagation", "private", "sh", "-c", &script]);
-    let pid = workload.pid().to_string(); // sh exec'd the workload: same pid
+    let mut workload =
+        GcWorkload::start(unshare, &["--mount", "--propagation", "private", "sh", "-c", &script]);
+    let pid = workload.pid.clone(); // sh exec'd the workload: same pid
     assert!(!dir.join("gcburn-mntns").exists(), "the binary must not be visible here");
     let agent = Agent::start(&["--pid", &pid]);
-    writeln!(workload.0.stdin.as_mut().unwrap(), "go").unwrap();
-    let report = parse_report(&stdout.next().unwrap().unwrap());
+    let report = workload.run_cycles();
     agent_catch_up(&agent);
     let cycles = value(&agent.metrics(), "golens_go_gc_cycles_total", &pid);
     assert_eq!(cycles, report.gc_cycles as f64, "GC cycles of the namespaced binary");
-    drop(workload.0.stdin.take());
-    assert!(workload.0.wait().unwrap().success());
+    workload.finish();
     let _ = std::fs::remove_dir(&dir);
 }
 
@@ -331,8 +306,8 @@ fn binary_without_build_info_gets_probes_but_no_reason_decoding() {
         .status()
         .expect("objcopy (binutils)");
     assert!(status.success());
-    let (mut workload, mut stdout) = start_interactive(&bare, &["-cycles", "10", "-spin", "0s"]);
-    let pid = workload.pid().to_string();
+    let mut workload = GcWorkload::start(&bare, &["-cycles", "10", "-spin", "0s"]);
+    let pid = workload.pid.clone();
     let agent = Agent::start(&["--pid", &pid]);
     let metrics = agent.metrics();
     let info = metrics.find("golens_process_info", &[("pid", &pid)]).expect("tracked");
@@ -345,16 +320,14 @@ fn binary_without_build_info_gets_probes_but_no_reason_decoding() {
         );
     }
 
-    writeln!(workload.0.stdin.as_mut().unwrap(), "go").unwrap();
-    let report = parse_report(&stdout.next().unwrap().unwrap());
+    let report = workload.run_cycles();
     agent_catch_up(&agent);
     let after = agent.metrics();
     assert_eq!(value(&after, "golens_go_gc_cycles_total", &pid), report.gc_cycles as f64);
     let known_reasons = pauses(&after, &pid, "count", |reason| reason != "unknown");
     assert_eq!(known_reasons, 0.0, "an unknown version must not decode stwReason");
     assert!(pauses(&after, &pid, "count", |_| true) >= 2.0 * report.gc_cycles as f64);
-    drop(workload.0.stdin.take());
-    assert!(workload.0.wait().unwrap().success());
+    workload.finish();
 }
 
 /// Go processes that come and go leave nothing behind in the agent: every

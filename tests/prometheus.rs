@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{build_workload_with, free_port, start_interactive, Agent, ChildGuard, GoBuild};
+use common::{build_workload_with, free_port, Agent, ChildGuard, GcWorkload, GoBuild};
 
 /// runtime.GC() calls of the workload.
 const CYCLES: u64 = 20;
@@ -40,11 +40,10 @@ fn first_value(result: &[serde_json::Value]) -> Option<f64> {
 fn promtool_lints_and_prometheus_scrapes_every_family() {
     let binary =
         build_workload_with("gcburn", "1.21.13", GoBuild { stripped: true, ..Default::default() });
-    let (mut workload, mut stdout) = start_interactive(&binary, &["-cycles", &CYCLES.to_string()]);
-    let pid = workload.pid().to_string();
+    let mut workload = GcWorkload::start(&binary, &["-cycles", &CYCLES.to_string()]);
+    let pid = workload.pid.clone();
     let agent = Agent::start(&["--pid", &pid]);
-    writeln!(workload.0.stdin.as_mut().unwrap(), "go").unwrap();
-    let _report = stdout.next().expect("workload report");
+    workload.run_cycles();
     agent.wait_for(Duration::from_secs(10), |m| {
         m.value("golens_go_gc_cycles_total", &[("pid", &pid)]).unwrap_or(0.0) >= CYCLES as f64
     });
@@ -130,7 +129,6 @@ fn promtool_lints_and_prometheus_scrapes_every_family() {
     let value = first_value(&query(&prometheus, &p99)).expect("p99 of STW pauses");
     assert!(value > 0.0 && value < 1.0, "p99 STW pause {value} s is not plausible");
 
-    drop(workload.0.stdin.take());
-    assert!(workload.0.wait().unwrap().success());
+    workload.finish();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -195,6 +195,52 @@ pub fn get(url: &str) -> Option<(u16, String)> {
     Some((code, response.body_mut().read_to_string().ok()?))
 }
 
+/// What the workload reports about itself (runtime.MemStats deltas).
+pub struct RuntimeReport {
+    pub go: String,
+    pub gc_cycles: u64,
+    pub pause_total_seconds: f64,
+}
+
+pub fn parse_report(line: &str) -> RuntimeReport {
+    let json: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("workload report `{line}`: {e}"));
+    RuntimeReport {
+        go: json["go"].as_str().expect("go").to_string(),
+        gc_cycles: json["gc_cycles"].as_u64().expect("gc_cycles"),
+        pause_total_seconds: json["pause_total_ns"].as_u64().expect("pause_total_ns") as f64 / 1e9,
+    }
+}
+
+/// A gcburn process started in its waiting mode (see tests/workloads/gcburn).
+pub struct GcWorkload {
+    pub child: ChildGuard,
+    stdout: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    pub pid: String,
+}
+
+impl GcWorkload {
+    pub fn start(binary: &Path, args: &[&str]) -> GcWorkload {
+        let (child, stdout) = start_interactive(binary, args);
+        let pid = child.pid().to_string();
+        GcWorkload { child, stdout, pid }
+    }
+
+    /// Runs its GC cycles and returns the runtime's own account of them.
+    pub fn run_cycles(&mut self) -> RuntimeReport {
+        std::io::Write::write_all(self.child.0.stdin.as_mut().expect("piped stdin"), b"go\n")
+            .unwrap();
+        parse_report(&self.stdout.next().expect("report line").expect("report"))
+    }
+
+    /// Closes stdin (the workload exits) and checks it exited 0 under the probes.
+    pub fn finish(mut self) {
+        drop(self.child.0.stdin.take());
+        let status = self.child.0.wait().unwrap();
+        assert!(status.success(), "workload under the probes exited with {status}");
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub name: String,
