@@ -51,6 +51,21 @@ static __always_inline bool goes_to_morestack(struct pt_regs *regs)
 	return (regs->flags & (X86_EFLAGS_CF | X86_EFLAGS_ZF)) != 0;
 }
 
+/* An interval ends: records now - *started_ns into hist when its start was
+ * seen (the probe may have been attached in the middle), optionally clearing
+ * the start. Returns whether it recorded. */
+static __always_inline bool record_since(__u64 *started_ns, struct golens_hist *hist, bool clear)
+{
+	__u64 started = *started_ns;
+
+	if (!started)
+		return false;
+	if (clear)
+		*started_ns = 0;
+	hist_record(hist, bpf_ktime_get_ns() - started);
+	return true;
+}
+
 /* runtime.gcResetMarkState entry: gcStart calls it once per cycle, after its
  * trigger checks passed (gcStart itself is entered by every goroutine that
  * races to start a cycle; most return early, so its entry overcounts). */
@@ -74,15 +89,9 @@ SEC("uprobe")
 int golens_gcend(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats = current_go_stats();
-	__u64 started;
 
-	if (!stats)
-		return 0;
-	started = stats->cycle_started_ns;
-	if (!started)
-		return 0;
-	stats->cycle_started_ns = 0;
-	hist_record(&stats->gc_cycle_duration, bpf_ktime_get_ns() - started);
+	if (stats)
+		record_since(&stats->cycle_started_ns, &stats->gc_cycle_duration, true);
 	return 0;
 }
 
@@ -121,16 +130,9 @@ SEC("uprobe")
 int golens_stwdown(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats = current_go_stats();
-	__u64 started;
 
-	if (!stats)
-		return 0;
-	started = stats->stw_started_ns;
-	if (!started) {
+	if (stats && !record_since(&stats->stw_started_ns, &stats->stw_time_to_stop, false))
 		__sync_fetch_and_add(&stats->stw_unpaired, 1);
-		return 0;
-	}
-	hist_record(&stats->stw_time_to_stop, bpf_ktime_get_ns() - started);
 	return 0;
 }
 
@@ -139,20 +141,15 @@ SEC("uprobe")
 int golens_stwup(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats = current_go_stats();
-	__u64 started, reason;
+	__u64 reason;
 
 	if (!stats)
 		return 0;
-	started = stats->stw_started_ns;
-	if (!started) {
-		__sync_fetch_and_add(&stats->stw_unpaired, 1);
-		return 0;
-	}
-	stats->stw_started_ns = 0;
 	reason = stats->stw_reason;
 	if (reason >= GOLENS_STW_REASONS)
 		reason = 0;
-	hist_record(&stats->stw_pause[reason], bpf_ktime_get_ns() - started);
+	if (!record_since(&stats->stw_started_ns, &stats->stw_pause[reason], true))
+		__sync_fetch_and_add(&stats->stw_unpaired, 1);
 	return 0;
 }
 

@@ -24,6 +24,8 @@ typedef __u16 __be16;
 typedef __u32 __be32;
 typedef __u32 __wsum;
 typedef _Bool bool;
+#define true 1
+#define false 0
 typedef int pid_t;
 
 /* uapi/linux/bpf.h values: stable ABI, never renumbered */
