@@ -14,7 +14,7 @@ mod setup;
 mod toolchains;
 mod util;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 const USAGE: &str = "usage: cargo xtask <setup|build|test|demo|bench|fuzz> [options]
 
@@ -76,5 +76,71 @@ fn test(extra: &[String]) -> Result<()> {
     // workloads: run them one at a time so they do not measure each other.
     cargo.arg("--test-threads=1");
     cargo.args(extra);
-    util::run_checked(&mut cargo)
+    run_counting_tests(&mut cargo)
+}
+
+/// Runs `cargo test`, passing its output through, and ends with one line
+/// totalling every test binary's result ("N passed, N failed"): cargo's own
+/// last line is the last binary's, often a doc-test run of 0.
+fn run_counting_tests(cargo: &mut std::process::Command) -> Result<()> {
+    use std::io::BufRead;
+    let mut child = cargo
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cargo:?}"))?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let mut totals = TestTotals::default();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        totals.add(&line);
+    }
+    let status = child.wait()?;
+    println!("\n{} passed, {} failed", totals.passed, totals.failed);
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+}
+
+impl TestTotals {
+    /// Adds a libtest summary: "test result: ok. 3 passed; 0 failed; 1 ignored; …".
+    fn add(&mut self, line: &str) {
+        let Some(summary) = line.strip_prefix("test result: ") else { return };
+        for part in summary.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(count)) = (words.next(), words.next()) else { continue };
+            let Ok(count) = count.parse::<u64>() else { continue };
+            match kind {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_up_libtest_summaries() {
+        let mut totals = TestTotals::default();
+        for line in [
+            "test result: ok. 63 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 7.71s",
+            "running 2 tests",
+            "test result: FAILED. 5 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out",
+            "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out",
+        ] {
+            totals.add(line);
+        }
+        assert_eq!(totals, TestTotals { passed: 68, failed: 2 });
+    }
 }
