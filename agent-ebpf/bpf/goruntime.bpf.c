@@ -54,6 +54,15 @@ static __always_inline bool goes_to_morestack(struct pt_regs *regs)
 	return (regs->flags & (X86_EFLAGS_CF | X86_EFLAGS_ZF)) != 0;
 }
 
+/* At an entry probe: the process's stats, or NULL when the process is not
+ * tracked or this hit is the one going to morestack (the restart counts). */
+static __always_inline struct golens_go_stats *entry_stats(struct pt_regs *regs)
+{
+	if (goes_to_morestack(regs))
+		return 0;
+	return current_go_stats();
+}
+
 /* An interval ends: records now - *started_ns into hist when its start was
  * seen (the probe may have been attached in the middle), optionally clearing
  * the start. Returns whether it recorded. */
@@ -75,11 +84,8 @@ static __always_inline bool record_since(__u64 *started_ns, struct golens_hist *
 SEC("uprobe")
 int golens_gcstart(struct pt_regs *regs)
 {
-	struct golens_go_stats *stats;
+	struct golens_go_stats *stats = entry_stats(regs);
 
-	if (goes_to_morestack(regs))
-		return 0;
-	stats = current_go_stats();
 	if (!stats)
 		return 0;
 	__sync_fetch_and_add(&stats->gc_cycles, 1);
@@ -100,11 +106,8 @@ int golens_gcend(struct pt_regs *regs)
 
 static __always_inline int stw_stop_entry(struct pt_regs *regs, __u64 reason)
 {
-	struct golens_go_stats *stats;
+	struct golens_go_stats *stats = entry_stats(regs);
 
-	if (goes_to_morestack(regs))
-		return 0;
-	stats = current_go_stats();
 	if (!stats)
 		return 0;
 	__sync_fetch_and_add(&stats->stw_stops, 1);
