@@ -47,12 +47,8 @@ fn rows_from_host(pids: &[u32]) -> Result<Vec<Row>> {
         let probes = plan
             .probes
             .into_iter()
-            .map(|planned| ProbeStatus {
-                probe: planned.name.to_string(),
-                function: planned.function.to_string(),
-                attached: planned.points.is_ok(),
-                points: planned.points.as_ref().map_or(0, Vec::len),
-                reason: planned.points.err(),
+            .map(|planned| {
+                planned.status(planned.points.as_ref().map(Vec::len).map_err(Clone::clone))
             })
             .collect();
         rows.push(Row {

@@ -234,7 +234,7 @@ impl Tracker {
         let mut statuses = Vec::new();
         let mut links = Vec::new();
         for planned in plan.probes {
-            let result = planned.points.and_then(|points| {
+            let result = planned.points.clone().and_then(|points| {
                 let mut probe_links = Vec::new();
                 for point in &points {
                     match self.kernel.attach_uprobe(planned.program, &exe, point.file_offset, pid) {
@@ -251,13 +251,7 @@ impl Tracker {
             if let Err(reason) = &result {
                 warn!(pid, comm, probe = planned.name, %reason, "runtime probe not attached");
             }
-            statuses.push(ProbeStatus {
-                probe: planned.name.to_string(),
-                function: planned.function.to_string(),
-                attached: result.is_ok(),
-                points: *result.as_ref().unwrap_or(&0),
-                reason: result.err(),
-            });
+            statuses.push(planned.status(result));
         }
         (statuses, links)
     }

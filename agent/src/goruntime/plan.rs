@@ -2,6 +2,7 @@
 //! at which file offsets its uprobes go. Pure (no kernel): testable on any
 //! Go binary.
 
+use crate::snapshot::ProbeStatus;
 use crate::target::{
     decode_one, is_kernel_emulated, Function, GoBinary, ProbePoint, StackCheckCondition,
 };
@@ -17,6 +18,20 @@ pub struct PlannedProbe {
     pub program: &'static str,
     pub function: &'static str,
     pub points: Result<Vec<ProbePoint>, String>,
+}
+
+impl PlannedProbe {
+    /// The status of this probe once `outcome` (points attached, or why not) is known:
+    /// the plan's own outcome for `golens list`, the attach's for the agent.
+    pub fn status(&self, outcome: Result<usize, String>) -> ProbeStatus {
+        ProbeStatus {
+            probe: self.name.to_string(),
+            function: self.function.to_string(),
+            attached: outcome.is_ok(),
+            points: *outcome.as_ref().unwrap_or(&0),
+            reason: outcome.err(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
