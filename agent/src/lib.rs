@@ -3,13 +3,14 @@
 //! The binary (`main.rs`) is a thin CLI over this library; the library is
 //! also what the fuzz targets (`agent/fuzz/`) drive.
 //!
-//! Data flows one way: `discovery` (which processes are Go, via `target`)
+//! Data flows one way: `discovery` (which processes are Go, via `gobinary`)
 //! -> `probes` (load and attach; `goruntime` plans the uprobes) -> `tracker`
 //! (kernel maps per process) -> `snapshot` -> outputs (`metrics`, `http`,
 //! `list`).
 
 pub mod cli;
 pub mod discovery;
+pub mod gobinary;
 pub mod goruntime;
 pub mod http;
 pub mod list;
@@ -18,5 +19,4 @@ pub mod preflight;
 pub mod probes;
 pub mod run;
 pub mod snapshot;
-pub mod target;
 pub mod tracker;

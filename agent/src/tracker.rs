@@ -14,10 +14,10 @@ use crate::{
     discovery::{
         cgroup, cgroup::ContainerIdentity, procfs, Inspection, Inspector, ProcessKey, TargetFilter,
     },
+    gobinary::GoBinary,
     goruntime::{self, STW_REASON_NAMES},
     probes::{KernelMaps, KernelSide},
     snapshot::{GoRuntimeSnapshot, Log2Histogram, ProbeStatus, ProcessSnapshot, SchedSnapshot},
-    target::GoBinary,
 };
 
 pub struct TrackedProcess {

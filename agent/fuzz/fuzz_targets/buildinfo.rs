@@ -1,6 +1,6 @@
-//! Fuzz target: golens::target::fuzzing::buildinfo must survive any input.
+//! Fuzz target: golens::gobinary::fuzzing::buildinfo must survive any input.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    golens::target::fuzzing::buildinfo(data);
+    golens::gobinary::fuzzing::buildinfo(data);
 });

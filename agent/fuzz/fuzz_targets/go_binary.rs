@@ -1,6 +1,6 @@
-//! Fuzz target: golens::target::fuzzing::go_binary must survive any input.
+//! Fuzz target: golens::gobinary::fuzzing::go_binary must survive any input.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    golens::target::fuzzing::go_binary(data);
+    golens::gobinary::fuzzing::go_binary(data);
 });

@@ -1,6 +1,6 @@
-//! Fuzz target: golens::target::fuzzing::pclntab must survive any input.
+//! Fuzz target: golens::gobinary::fuzzing::pclntab must survive any input.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    golens::target::fuzzing::pclntab(data);
+    golens::gobinary::fuzzing::pclntab(data);
 });

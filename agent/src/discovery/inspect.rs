@@ -11,7 +11,7 @@ use std::{
     sync::{Arc, Weak},
 };
 
-use crate::target::{GoBinary, TargetError};
+use crate::gobinary::{GoBinary, TargetError};
 
 use super::procfs::{self, FileIdentity};
 

@@ -2,10 +2,10 @@
 //! at which file offsets its uprobes go. Pure (no kernel): testable on any
 //! Go binary.
 
-use crate::snapshot::ProbeStatus;
-use crate::target::{
+use crate::gobinary::{
     decode_one, is_kernel_emulated, Function, GoBinary, ProbePoint, StackCheckCondition,
 };
+use crate::snapshot::ProbeStatus;
 
 use super::{
     probe_names, GoVersion, RuntimeProbe, Site, NEWEST_TESTED, OLDEST_SUPPORTED, RUNTIME_PROBES,
@@ -159,12 +159,12 @@ fn ensure_emulated(
 mod tests {
     use super::*;
     use crate::{
-        goruntime::Site,
-        target::{
+        gobinary::{
             decode_one,
             go_toolchain::{GoToolchain, Variant},
             is_kernel_emulated, is_return,
         },
+        goruntime::Site,
     };
 
     /// Every attach point the agent chooses, on every toolchain of the matrix

@@ -58,7 +58,7 @@ pub fn pclntab(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::go_toolchain::{GoToolchain, Variant};
+    use crate::gobinary::go_toolchain::{GoToolchain, Variant};
 
     /// The harness over real binaries of every variant, whole and cut short
     /// at many lengths (where parsers most often trip).
