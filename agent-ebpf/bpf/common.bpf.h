@@ -16,8 +16,10 @@
 #include <bpf/bpf_core_read.h>
 #include "golens.h"
 
-/* tgid -> unused flags. Userspace owns it: a process is watched exactly
- * while its tgid is here. Every handler checks it first. */
+/* tgid -> GOLENS_TRACKED_BY_*. A process is watched exactly while its tgid
+ * is here. Userspace inserts and removes entries; the exec handler also
+ * inserts one when a known Go binary is exec'd (procs.bpf.c). Every handler
+ * checks it first. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GOLENS_MAX_TRACKED_DEFAULT);
@@ -33,9 +35,65 @@ struct {
 	__type(value, __u64);
 } agent_counters SEC(".maps");
 
+/* One entry: struct golens_config, written by userspace. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct golens_config);
+} agent_config SEC(".maps");
+
 static __always_inline bool is_tracked(__u32 tgid)
 {
-	return bpf_map_lookup_elem(&tracked, &tgid) != 0;
+	return tgid && bpf_map_lookup_elem(&tracked, &tgid) != 0;
+}
+
+/*
+ * Pid namespaces. Every tgid in the maps and the events is the pid golens'
+ * own /proc shows, so that labels and --pid mean what the user sees. When
+ * that /proc is the initial pid namespace's (bare host, hostPID DaemonSet),
+ * that is task->tgid and golens_pidns_translate stays 0: no extra work.
+ * Otherwise (a sidecar sharing a pod's namespace, `unshare --pid`) the
+ * number is read from the task's struct pid at the level of that namespace,
+ * and a task that has no pid there (outside it) reads 0: never tracked.
+ * Set at load time by userspace; the namespace itself (address and level)
+ * comes from calibration, in agent_config.
+ */
+const volatile __u32 golens_pidns_translate = 0;
+
+static __always_inline __u32 pid_in_golens_ns(struct pid *pid)
+{
+	__u32 zero = 0;
+	struct golens_config *config = bpf_map_lookup_elem(&agent_config, &zero);
+	struct upid upid;
+	__u32 level;
+
+	if (!config || !config->pidns)
+		return 0;
+	level = config->pidns_level;
+	if (level >= GOLENS_PIDNS_LEVELS || BPF_CORE_READ(pid, level) < level)
+		return 0;
+	if (bpf_core_read(&upid, sizeof(upid), &pid->numbers[level]))
+		return 0;
+	if ((__u64)upid.ns != config->pidns)
+		return 0;
+	return upid.nr;
+}
+
+/* The process id (tgid) of a task as golens' /proc shows it; 0 if invisible there. */
+static __always_inline __u32 task_tgid(struct task_struct *task)
+{
+	if (!golens_pidns_translate)
+		return BPF_CORE_READ(task, tgid);
+	return pid_in_golens_ns(BPF_CORE_READ(task, group_leader, thread_pid));
+}
+
+/* The same for the task running now (uprobes). */
+static __always_inline __u32 current_tgid(void)
+{
+	if (!golens_pidns_translate)
+		return bpf_get_current_pid_tgid() >> 32;
+	return task_tgid((struct task_struct *)bpf_get_current_task());
 }
 
 static __always_inline void count_drop(__u32 counter)

@@ -8,9 +8,9 @@
  */
 #include "common.bpf.h"
 
-/* sched first: procs uses its wakeup_ts map */
+/* procs last: it uses sched's and goruntime's maps */
 #include "sched.bpf.c"
-#include "procs.bpf.c"
 #include "goruntime.bpf.c"
+#include "procs.bpf.c"
 
 char LICENSE[] SEC("license") = "GPL";

@@ -41,7 +41,7 @@ struct {
 
 static __always_inline struct golens_go_stats *current_go_stats(void)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 tgid = current_tgid();
 
 	if (!is_tracked(tgid))
 		return 0;

@@ -10,8 +10,11 @@
  * which the integration tests use as the independent cross-check.
  *
  * Maps:
- *   wakeup_ts    tid -> ktime ns of the enqueue; deleted at switch-in or
- *                thread exit. A full map drops the sample and counts it
+ *   wakeup_ts    tid (global: never leaves the kernel) -> ktime ns of the
+ *                enqueue; deleted at switch-in or thread exit. LRU: an
+ *                entry left behind (a process untracked while its threads
+ *                wait) is evicted by newer ones instead of filling the map
+ *                for good. A failed insert drops the sample and counts it
  *                (GOLENS_CTR_RUNQ_START_DROPPED).
  *   sched_stats  tgid -> struct golens_sched_stats; entries are created and
  *                removed by userspace only, so kernel work is a lookup and
@@ -23,7 +26,7 @@
  */
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, GOLENS_WAKEUP_TS_ENTRIES);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -49,7 +52,7 @@ static __always_inline void record_enqueue(__u32 pid)
 
 static __always_inline void on_wakeup(struct task_struct *task)
 {
-	if (is_tracked(task->tgid))
+	if (is_tracked(task_tgid(task)))
 		record_enqueue(task->pid);
 }
 
@@ -74,31 +77,33 @@ int BPF_PROG(golens_wakenew, struct task_struct *task)
 	return 0;
 }
 
-SEC("tp_btf/sched_switch")
-int BPF_PROG(golens_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+/* prev_runnable: prev leaves the CPU still runnable (preempted). */
+static __always_inline void on_switch(struct task_struct *prev, struct task_struct *next,
+				      bool prev_runnable)
 {
-	__u32 prev_tgid = prev->tgid;
-	__u32 next_tgid = next->tgid;
+	__u32 prev_tgid, next_tgid = task_tgid(next);
 	__u32 next_pid = next->pid;
 	struct golens_sched_stats *stats;
 	__u64 *enqueued_at;
 
-	/* prev still runnable: it was preempted, and goes back to a run queue.
-	 * This is the kernel's own nivcsw rule (preempt, or state == RUNNING). */
-	if (is_tracked(prev_tgid) && (preempt || task_state(prev) == TASK_RUNNING)) {
-		stats = bpf_map_lookup_elem(&sched_stats, &prev_tgid);
-		if (stats)
-			__sync_fetch_and_add(&stats->involuntary_switches, 1);
-		else
-			count_drop(GOLENS_CTR_SCHED_STATS_MISSING);
-		record_enqueue(prev->pid);
+	/* prev goes back to a run queue: the kernel's own nivcsw rule. */
+	if (prev_runnable) {
+		prev_tgid = task_tgid(prev);
+		if (is_tracked(prev_tgid)) {
+			stats = bpf_map_lookup_elem(&sched_stats, &prev_tgid);
+			if (stats)
+				__sync_fetch_and_add(&stats->involuntary_switches, 1);
+			else
+				count_drop(GOLENS_CTR_SCHED_STATS_MISSING);
+			record_enqueue(prev->pid);
+		}
 	}
 
 	if (!is_tracked(next_tgid))
-		return 0;
+		return;
 	enqueued_at = bpf_map_lookup_elem(&wakeup_ts, &next_pid);
 	if (!enqueued_at)
-		return 0;
+		return;
 	stats = bpf_map_lookup_elem(&sched_stats, &next_tgid);
 	if (stats) {
 		__u64 now = bpf_ktime_get_ns();
@@ -109,5 +114,23 @@ int BPF_PROG(golens_switch, bool preempt, struct task_struct *prev, struct task_
 		count_drop(GOLENS_CTR_SCHED_STATS_MISSING);
 	}
 	bpf_map_delete_elem(&wakeup_ts, &next_pid);
+}
+
+/* Kernel 5.18+ passes prev's state (commit fa2c3254d7cf, "sched/tracing:
+ * Don't re-read p->state when emitting sched_switch event"): the state as
+ * __schedule saw it, not re-read from a task that may have changed since. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(golens_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	on_switch(prev, next, preempt || prev_state == TASK_RUNNING);
+	return 0;
+}
+
+/* Older kernels: the tracepoint has no prev_state argument; read the task's. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(golens_switch_o, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	on_switch(prev, next, preempt || task_state(prev) == TASK_RUNNING);
 	return 0;
 }

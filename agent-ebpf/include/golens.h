@@ -70,28 +70,83 @@ _Static_assert(sizeof(struct golens_go_stats) ==
 		       64 + (2 + GOLENS_STW_REASONS) * sizeof(struct golens_hist),
 	       "golens_go_stats size");
 
-/* Process lifecycle records on the proc_events ring buffer. */
+/*
+ * An executable as the kernel identifies it: the inode number and the
+ * kernel-internal dev_t of its superblock (MAJOR << 20 | MINOR, not the
+ * userspace st_dev encoding). Key of the known_binaries map.
+ */
+struct golens_binary_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 _pad;
+};
+_Static_assert(sizeof(struct golens_binary_key) == 16, "golens_binary_key size");
+
+/* Process lifecycle records on the proc_events ring buffer. tgid is the pid
+ * as golens' /proc shows it (see "pid namespaces" in common.bpf.h). */
 #define GOLENS_PROC_EXEC 1
 #define GOLENS_PROC_EXIT 2
+
+/* golens_proc_event.flags: the exec'd binary is a known Go binary and the
+ * exec handler already made the process tracked, with zeroed stats. */
+#define GOLENS_PROC_TRACKED_BY_EXEC 1
 
 struct golens_proc_event {
 	__u32 kind; /* GOLENS_PROC_* */
 	__u32 tgid;
-	__u32 pid; /* the thread that exec'd or exited */
+	__u32 flags; /* GOLENS_PROC_TRACKED_BY_EXEC */
 	__u32 _pad;
+	struct golens_binary_key binary; /* exec only: the new executable */
 };
-_Static_assert(sizeof(struct golens_proc_event) == 16, "golens_proc_event size");
+_Static_assert(sizeof(struct golens_proc_event) == 32, "golens_proc_event size");
+
+/* Values of the tracked map. */
+#define GOLENS_TRACKED_BY_AGENT 0 /* inserted by userspace */
+#define GOLENS_TRACKED_BY_EXEC 1  /* inserted by the exec handler */
+
+/*
+ * Run-time settings userspace writes into the one-entry agent_config array.
+ * pidns_*: which pid namespace the `pid`s of every map are in (the one of
+ * golens' /proc), used only when golens_pidns_translate is set at load.
+ */
+struct golens_config {
+	__u64 pidns; /* struct pid_namespace address; 0 = not calibrated yet */
+	__u32 pidns_level;
+	__u32 comm_filter; /* exec tracking only for comms in wanted_comms */
+};
+_Static_assert(sizeof(struct golens_config) == 16, "golens_config size");
+
+/*
+ * What the calibration program saw of golens' own task (see
+ * golens_calib in common.bpf.h): its pid's level and, for every level up
+ * to GOLENS_PIDNS_LEVELS, the namespace and the pid number there.
+ */
+#define GOLENS_PIDNS_LEVELS 8
+/* getpgid(GOLENS_CALIBRATION_MAGIC) is golens asking to be calibrated. */
+#define GOLENS_CALIBRATION_MAGIC 0x676c6e73 /* "glns" */
+
+struct golens_calibration {
+	__u64 ns[GOLENS_PIDNS_LEVELS];
+	__u32 nr[GOLENS_PIDNS_LEVELS];
+	__u32 level;
+	__u32 seen;
+};
+_Static_assert(sizeof(struct golens_calibration) == 8 * GOLENS_PIDNS_LEVELS + 4 * GOLENS_PIDNS_LEVELS + 8,
+	       "golens_calibration size");
 
 /* Indexes of the agent_counters per-CPU array: every place the kernel side
  * can drop or skip work counts here, and each becomes a self-metric. */
 #define GOLENS_CTR_RUNQ_START_DROPPED 0   /* wakeup_ts map full: a latency sample lost */
 #define GOLENS_CTR_PROC_EVENT_DROPPED 1   /* proc_events ring buffer full */
 #define GOLENS_CTR_SCHED_STATS_MISSING 2  /* tracked tgid without a stats entry */
-#define GOLENS_CTR_COUNT 3
+#define GOLENS_CTR_EXEC_TRACK_FAILED 3    /* a known binary exec'd but a map was full */
+#define GOLENS_CTR_COUNT 4
 
 /* Map capacities (userspace may override tracked/sched_stats at load time). */
 #define GOLENS_MAX_TRACKED_DEFAULT 256
 #define GOLENS_WAKEUP_TS_ENTRIES 32768
+#define GOLENS_KNOWN_BINARIES 1024
+#define GOLENS_WANTED_COMMS 64
 #define GOLENS_PROC_EVENTS_BYTES (256 * 1024)
 /* Wake the reader once this much is pending (a quarter of the buffer)... */
 #define GOLENS_PROC_EVENTS_WAKEUP_BYTES (64 * 1024)

@@ -84,11 +84,45 @@ struct pt_regs {
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
+struct pid_namespace;
+
+/* One level of a pid: the number and the namespace it is valid in. */
+struct upid {
+	int nr;
+	struct pid_namespace *ns;
+};
+
+/* numbers[0] is the init namespace's pid, numbers[level] the task's own. */
+struct pid {
+	unsigned int level;
+	struct upid numbers[];
+};
+
+struct super_block {
+	unsigned int s_dev; /* kernel dev_t: MAJOR << 20 | MINOR */
+};
+
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+};
+
+struct file {
+	struct inode *f_inode;
+};
+
+struct linux_binprm {
+	struct file *file;
+};
+
 struct task_struct {
 	/* 5.14+ (commit 2f064a59a11f, "sched: Change task_struct::state") */
 	unsigned int __state;
 	pid_t pid;
 	pid_t tgid;
+	struct task_struct *group_leader;
+	struct pid *thread_pid;
+	char comm[16];
 };
 
 /* Before 5.14 the field was `volatile long state`: a flavor lets CO-RE pick. */

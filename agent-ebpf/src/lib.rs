@@ -12,6 +12,7 @@ pub mod bindings {
 }
 
 pub use bindings::{
+    golens_binary_key as BinaryKey, golens_calibration as Calibration, golens_config as Config,
     golens_go_stats as GoStats, golens_hist as Hist, golens_proc_event as ProcEvent,
     golens_sched_stats as SchedStats,
 };
@@ -22,6 +23,13 @@ unsafe impl aya::Pod for Hist {}
 unsafe impl aya::Pod for SchedStats {}
 unsafe impl aya::Pod for ProcEvent {}
 unsafe impl aya::Pod for GoStats {}
+unsafe impl aya::Pod for BinaryKey {}
+unsafe impl aya::Pod for Config {}
+unsafe impl aya::Pod for Calibration {}
+
+/// Load-time global (`const volatile` in the object): 1 when pids must be
+/// translated into golens' pid namespace (see `bpf/common.bpf.h`).
+pub const PIDNS_TRANSLATE_GLOBAL: &str = "golens_pidns_translate";
 
 /// The compiled object with every probe family (built by build.rs).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/golens.bpf.o"));
@@ -39,8 +47,26 @@ pub mod maps {
     pub const SCHED_STATS: &str = "sched_stats";
     pub const PROC_EVENTS: &str = "proc_events";
     pub const GO_STATS: &str = "go_stats";
-    pub const ALL: &[&str] =
-        &[TRACKED, AGENT_COUNTERS, WAKEUP_TS, SCHED_STATS, PROC_EVENTS, GO_STATS];
+    pub const AGENT_CONFIG: &str = "agent_config";
+    pub const KNOWN_BINARIES: &str = "known_binaries";
+    pub const WANTED_COMMS: &str = "wanted_comms";
+    pub const ZERO_SCHED_STATS: &str = "zero_sched_stats";
+    pub const ZERO_GO_STATS: &str = "zero_go_stats";
+    pub const PIDNS_CALIBRATION: &str = "pidns_calibration";
+    pub const ALL: &[&str] = &[
+        TRACKED,
+        AGENT_COUNTERS,
+        WAKEUP_TS,
+        SCHED_STATS,
+        PROC_EVENTS,
+        GO_STATS,
+        AGENT_CONFIG,
+        KNOWN_BINARIES,
+        WANTED_COMMS,
+        ZERO_SCHED_STATS,
+        ZERO_GO_STATS,
+        PIDNS_CALIBRATION,
+    ];
 }
 
 /// A tp_btf program and the tracepoint it attaches to.
@@ -58,12 +84,29 @@ pub mod programs {
     pub const PROCESS_EXIT: P = P { program: "golens_exit", tracepoint: "sched_process_exit" };
     pub const SCHED_WAKEUP: P = P { program: "golens_wakeup", tracepoint: "sched_wakeup" };
     pub const SCHED_WAKEUP_NEW: P = P { program: "golens_wakenew", tracepoint: "sched_wakeup_new" };
+    /// sched_switch with its `prev_state` argument (kernel 5.18+).
     pub const SCHED_SWITCH: P = P { program: "golens_switch", tracepoint: "sched_switch" };
+    /// sched_switch on older kernels: reads prev's state from the task.
+    pub const SCHED_SWITCH_OLD: P = P { program: "golens_switch_o", tracepoint: "sched_switch" };
+    /// Pid-namespace calibration, attached for one system call at start.
+    pub const PIDNS_CALIBRATION: P = P { program: "golens_calib", tracepoint: "sys_enter" };
 
     /// Discovery: without these the agent cannot follow exec/exit.
     pub const DISCOVERY: &[P] = &[PROCESS_EXEC, PROCESS_EXIT];
     /// The scheduler family.
-    pub const SCHED: &[P] = &[SCHED_WAKEUP, SCHED_WAKEUP_NEW, SCHED_SWITCH];
+    pub const SCHED: &[P] = &[SCHED_WAKEUP, SCHED_WAKEUP_NEW];
+    /// Kernel feature table for sched_switch: the first that loads is used.
+    pub const SCHED_SWITCH_VARIANTS: &[P] = &[SCHED_SWITCH, SCHED_SWITCH_OLD];
+    /// Every tp_btf program of the object.
+    pub const ALL: &[P] = &[
+        PROCESS_EXEC,
+        PROCESS_EXIT,
+        SCHED_WAKEUP,
+        SCHED_WAKEUP_NEW,
+        SCHED_SWITCH,
+        SCHED_SWITCH_OLD,
+        PIDNS_CALIBRATION,
+    ];
 }
 
 /// Uprobe programs on Go runtime functions (see `bpf/goruntime.bpf.c`).
@@ -91,4 +134,5 @@ pub const AGENT_COUNTERS: &[(u32, &str)] = &[
     (bindings::GOLENS_CTR_RUNQ_START_DROPPED, "runqueue_start_map_full"),
     (bindings::GOLENS_CTR_PROC_EVENT_DROPPED, "proc_event_ring_full"),
     (bindings::GOLENS_CTR_SCHED_STATS_MISSING, "sched_stats_missing"),
+    (bindings::GOLENS_CTR_EXEC_TRACK_FAILED, "exec_tracking_map_full"),
 ];

@@ -15,7 +15,7 @@ fn every_named_map_and_program_loads_and_attaches() {
     for name in maps::ALL {
         assert!(ebpf.map(name).is_some(), "map `{name}` missing from the object");
     }
-    let all: Vec<_> = programs::DISCOVERY.iter().chain(programs::SCHED).collect();
+    let all: Vec<_> = programs::ALL.iter().collect();
     assert_eq!(
         all.len() + uprobes::ALL.len(),
         ebpf.programs().count(),
@@ -48,19 +48,16 @@ fn shared_struct_sizes_match_the_header() {
         std::mem::size_of::<golens_ebpf::SchedStats>(),
         std::mem::size_of::<golens_ebpf::Hist>() + 16
     );
-    assert_eq!(std::mem::size_of::<golens_ebpf::ProcEvent>(), 16);
+    assert_eq!(std::mem::size_of::<golens_ebpf::ProcEvent>(), 32);
+    assert_eq!(std::mem::size_of::<golens_ebpf::BinaryKey>(), 16);
 }
 
 #[test]
 fn program_names_fit_the_kernels_15_characters_and_stay_unique() {
     // The kernel keeps BPF_OBJ_NAME_LEN - 1 = 15 characters of a program name
     // (bpftool prog, bpf_stats): longer names would be cut and could collide.
-    let names: Vec<&str> = programs::DISCOVERY
-        .iter()
-        .chain(programs::SCHED)
-        .map(|p| p.program)
-        .chain(uprobes::ALL.iter().copied())
-        .collect();
+    let names: Vec<&str> =
+        programs::ALL.iter().map(|p| p.program).chain(uprobes::ALL.iter().copied()).collect();
     for name in &names {
         assert!(name.len() <= 15, "{name} is longer than 15 characters");
         assert!(name.starts_with("golens_"), "{name}: the prefix tells whose program it is");

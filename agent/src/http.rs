@@ -5,6 +5,7 @@ use std::sync::{
     Arc,
 };
 
+use crate::snapshot::SnapshotCell;
 use axum::{
     extract::State,
     http::{header, HeaderMap, StatusCode},
@@ -12,14 +13,10 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use prometheus_client::registry::Registry;
-
-use crate::{metrics, snapshot::SnapshotCell};
 
 #[derive(Clone)]
 pub struct AppState {
     pub snapshot: SnapshotCell,
-    pub registry: Arc<Registry>,
     /// Set once every program is attached and the first /proc scan is done.
     pub ready: Arc<AtomicBool>,
 }
@@ -40,11 +37,12 @@ async fn index() -> &'static str {
 }
 
 async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    // Rendered once per collection: a scrape copies a string, whatever the
+    // number of processes, and never waits on probe work.
     let accept = headers.get(header::ACCEPT).and_then(|value| value.to_str().ok());
-    match metrics::encode(&state.registry, accept) {
-        Ok((content_type, body)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
-    }
+    let published = state.snapshot.latest();
+    let (content_type, body) = published.exposition.negotiate(accept);
+    ([(header::CONTENT_TYPE, content_type)], body.to_string()).into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -8,7 +8,9 @@
 //! (kernel maps per process) -> `snapshot` -> outputs (`metrics`, `http`,
 //! `list`).
 
+pub mod attach;
 pub mod cli;
+pub mod collector;
 pub mod discovery;
 pub mod gobinary;
 pub mod goruntime;

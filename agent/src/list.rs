@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use crate::{
     cli::ListArgs,
     discovery::{procfs, Inspection, Inspector},
+    gobinary::GoBinary,
     goruntime::plan::plan,
     snapshot::{ProbeStatus, Snapshot},
 };
@@ -42,7 +43,16 @@ fn rows_from_host(pids: &[u32]) -> Result<Vec<Row>> {
         if pid == std::process::id() {
             continue;
         }
-        let Inspection::Go { comm, binary, .. } = inspector.inspect(pid) else { continue };
+        let Inspection::Go { comm, open_path, fresh, .. } = inspector.inspect(pid) else {
+            continue;
+        };
+        let binary = match fresh {
+            Some(binary) => binary,
+            None => match GoBinary::open(&open_path) {
+                Ok(binary) => std::sync::Arc::new(binary),
+                Err(_) => continue, // gone or replaced since
+            },
+        };
         let plan = plan(&binary);
         let probes = plan
             .probes

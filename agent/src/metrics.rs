@@ -1,6 +1,7 @@
-//! Prometheus exposition of the latest [`Snapshot`]: a custom collector that
-//! passes the kernel's histogram buckets through as they are (never
-//! re-observed value by value).
+//! Prometheus exposition of a [`Snapshot`]: a custom collector that passes
+//! the kernel's histogram buckets through as they are (never re-observed
+//! value by value). Rendered once per collection, in both formats, so a
+//! scrape only copies a string.
 
 use prometheus_client::{
     collector::Collector,
@@ -9,7 +10,9 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::snapshot::{Log2Histogram, ProcessSnapshot, Snapshot, SnapshotCell};
+use std::sync::Arc;
+
+use crate::snapshot::{Log2Histogram, ProcessSnapshot, Snapshot};
 
 /// Exported latency buckets: kernel slots 9..=34, i.e. `le` from 1.024 µs to
 /// 34.4 s in powers of two, plus +Inf (27 buckets per series).
@@ -24,29 +27,36 @@ pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug)]
 struct SnapshotCollector {
-    latest: SnapshotCell,
+    snapshot: Arc<Snapshot>,
 }
 
-pub fn registry(latest: SnapshotCell) -> Registry {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(SnapshotCollector { latest }));
-    registry
+/// One snapshot's exposition in both formats.
+#[derive(Debug, Clone, Default)]
+pub struct Exposition {
+    pub openmetrics: String,
+    pub text: String,
 }
 
-/// The exposition in the format the client accepts: OpenMetrics when its
-/// `Accept` header names it (Prometheus does), else Prometheus text 0.0.4.
-/// Returns (content type, body).
-pub fn encode(
-    registry: &Registry,
-    accept: Option<&str>,
-) -> Result<(&'static str, String), std::fmt::Error> {
-    let mut body = String::new();
-    prometheus_client::encoding::text::encode(&mut body, registry)?;
-    if accept.is_some_and(|accept| accept.contains("application/openmetrics-text")) {
-        Ok((OPENMETRICS_CONTENT_TYPE, body))
-    } else {
-        Ok((TEXT_CONTENT_TYPE, openmetrics_to_prometheus_text(&body)))
+impl Exposition {
+    /// The body in the format the client accepts: OpenMetrics when its
+    /// `Accept` header names it (Prometheus does), else Prometheus text
+    /// 0.0.4. Returns (content type, body).
+    pub fn negotiate(&self, accept: Option<&str>) -> (&'static str, &str) {
+        if accept.is_some_and(|accept| accept.contains("application/openmetrics-text")) {
+            (OPENMETRICS_CONTENT_TYPE, &self.openmetrics)
+        } else {
+            (TEXT_CONTENT_TYPE, &self.text)
+        }
     }
+}
+
+pub fn render(snapshot: Arc<Snapshot>) -> Result<Exposition, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector { snapshot }));
+    let mut openmetrics = String::new();
+    prometheus_client::encoding::text::encode(&mut openmetrics, &registry)?;
+    let text = openmetrics_to_prometheus_text(&openmetrics);
+    Ok(Exposition { openmetrics, text })
 }
 
 /// Rewrites prometheus-client's OpenMetrics text into the Prometheus 0.0.4
@@ -115,9 +125,8 @@ fn process_labels(process: &ProcessSnapshot) -> Vec<(&'static str, String)> {
 
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snapshot = self.latest.get();
-        encode_processes(&snapshot, &mut encoder)?;
-        encode_agent(&snapshot, &mut encoder)
+        encode_processes(&self.snapshot, &mut encoder)?;
+        encode_agent(&self.snapshot, &mut encoder)
     }
 }
 
@@ -296,8 +305,8 @@ fn encode_agent(
     let labelled_counters = [
         (
             "golens_agent_skipped_processes",
-            "Times a Go process was not watched, by reason (max_processes: the --max-processes cap; \
-             a skipped process is considered again when a slot frees up).",
+            "Go processes not watched, by reason, each counted once (max_processes: the \
+             --max-processes cap; a skipped process is considered again when a slot frees up).",
             &agent.skipped_processes,
         ),
         (
@@ -311,6 +320,50 @@ fn encode_agent(
             &agent.discovery_errors,
         ),
     ];
+    let tracked_total = (
+        "golens_agent_processes_tracked",
+        "Go processes that started being watched, by how: scan (found in /proc), exec (a new \
+         binary, inspected and attached), kernel_exec (a known binary, tracked by the kernel \
+         before its first instruction).",
+        &agent.processes_tracked_total,
+    );
+    let mut family =
+        encoder.encode_descriptor(tracked_total.0, tracked_total.1, None, MetricType::Counter)?;
+    for (how, value) in tracked_total.2 {
+        family
+            .encode_family(&[("how", how.as_str())])?
+            .encode_counter::<NoLabelSet, _, u64>(value, None)?;
+    }
+    let gauges = [
+        (
+            "golens_agent_probed_binaries",
+            "Go executables with runtime uprobes attached (probes are per binary, not per \
+             process), including ones kept a while after their last process left.",
+            agent.probes.binaries,
+        ),
+        (
+            "golens_agent_uprobe_links",
+            "Uprobe links the agent holds (each costs the kernel an RCU grace period to close).",
+            agent.probes.links,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        encoder.encode_descriptor(name, help, None, MetricType::Gauge)?.encode_gauge(&value)?;
+    }
+    if let Some(mode) = agent.attach_mode {
+        let mode = serde_json::to_value(mode).ok();
+        let mode = mode.as_ref().and_then(|m| m.as_str()).unwrap_or("unknown");
+        encoder
+            .encode_descriptor(
+                "golens_agent_attach_mode",
+                "How runtime uprobes are attached: uprobe_multi (one link per probe per binary, \
+                 kernel 6.6+) or perf_event (one per point per binary).",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_family(&[("mode", mode)])?
+            .encode_gauge(&1u64)?;
+    }
     for (name, help, values) in labelled_counters {
         let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
         for (reason, value) in values {
@@ -364,14 +417,14 @@ mod tests {
 
     #[test]
     fn negotiates_on_the_accept_header() {
-        let registry = registry(SnapshotCell::default());
+        let exposition = render(Arc::new(Snapshot::default())).unwrap();
         let prometheus =
             "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
-        let (content_type, body) = encode(&registry, Some(prometheus)).unwrap();
+        let (content_type, body) = exposition.negotiate(Some(prometheus));
         assert_eq!(content_type, OPENMETRICS_CONTENT_TYPE);
         assert!(body.ends_with("# EOF\n"));
         for accept in [None, Some("*/*"), Some("text/plain")] {
-            let (content_type, body) = encode(&registry, accept).unwrap();
+            let (content_type, body) = exposition.negotiate(accept);
             assert_eq!(content_type, TEXT_CONTENT_TYPE);
             assert!(!body.contains("# EOF"));
             assert!(body.contains("# TYPE golens_agent_kernel_drops_total counter"), "{body}");

@@ -88,6 +88,25 @@ pub fn raise_memlock_limit() {
     }
 }
 
+/// Raises the soft RLIMIT_NOFILE to the hard limit: golens holds a few fds
+/// per probed binary (links) and per map, and a low soft limit (1024 is
+/// common) would make attaching fail with EMFILE on a busy node.
+pub fn raise_nofile_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid, fully initialised struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::debug!(from = before, to = limit.rlim_max, "raised RLIMIT_NOFILE");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

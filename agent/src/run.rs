@@ -1,27 +1,39 @@
 //! `golens run`: the daemon. discover -> attach -> read maps -> Snapshot -> HTTP.
+//!
+//! Threads: the async runtime serves HTTP and waits for signals; one agent
+//! thread ("golens-agent") owns every kernel object and does discovery,
+//! attaching and collection, publishing each collection (snapshot and
+//! rendered exposition) for the HTTP side to copy. Nothing the HTTP side
+//! touches is ever locked across /proc, ELF or attach work.
 
 use std::{
+    os::fd::AsRawFd,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, MutexGuard,
+        Arc,
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{MapData, RingBuf};
-use golens_ebpf::{bindings, ProcEvent};
-use tokio::io::unix::AsyncFd;
-use tracing::{error, info, warn};
+use golens_ebpf::{bindings, programs, ProcEvent};
+use tracing::{debug, error, info, warn};
 
 use crate::{
+    attach::ProbeRegistry,
     cli::RunArgs,
-    discovery::{procfs, Inspection, Inspector, TargetFilter},
-    http, metrics, preflight,
-    probes::{self, KernelSide},
-    snapshot::{AgentSnapshot, Snapshot, SnapshotCell},
-    tracker::{Considered, Tracker},
+    collector::Collector,
+    discovery::{pidns::ProcView, procfs, Inspection, Inspector, TargetFilter},
+    http, preflight,
+    probes::{self, KernelMaps, KernelSide},
+    snapshot::SnapshotCell,
+    tracker::Tracker,
 };
+
+/// How long a binary's probes stay attached after its last watched process
+/// left: a restart or a crash loop within this reattaches nothing.
+pub const BINARY_LINGER: Duration = Duration::from_secs(30);
 
 pub async fn run(args: RunArgs) -> Result<()> {
     let capabilities = preflight::Capabilities::current()?;
@@ -30,25 +42,23 @@ pub async fn run(args: RunArgs) -> Result<()> {
         warn!("{warning}");
     }
     preflight::raise_memlock_limit();
+    preflight::raise_nofile_limit();
     let btf = probes::load_btf(args.btf.as_deref())?;
+    let view = ProcView::current().context("finding golens' pid namespace")?;
 
     let filter = TargetFilter {
         pids: args.targets.pids.clone(),
         comms: args.targets.comms.clone(),
         max_processes: args.targets.max_processes as usize,
     };
-    check_pid_targets(&filter.pids)?;
+    check_pid_targets(&filter.pids, &view)?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
     let snapshot = SnapshotCell::default();
     let ready = Arc::new(AtomicBool::new(false));
-    let state = http::AppState {
-        snapshot: snapshot.clone(),
-        registry: Arc::new(metrics::registry(snapshot.clone())),
-        ready: ready.clone(),
-    };
+    let state = http::AppState { snapshot: snapshot.clone(), ready: ready.clone() };
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, http::router(state)).await {
             error!(%error, "HTTP server stopped");
@@ -56,60 +66,183 @@ pub async fn run(args: RunArgs) -> Result<()> {
     });
     info!("serving http://{}/metrics", args.listen);
 
-    let mut kernel = KernelSide::load(btf, args.targets.max_processes)
-        .context("loading golens' eBPF programs")?;
-    for (family, programs) in probes::DAEMON_FAMILIES {
-        for failure in kernel.attach_family(programs) {
-            if *family == "discovery" {
-                return Err(failure).context("discovery probes are required");
-            }
-            warn!(family, "probe not attached: {failure}");
-        }
-    }
-    for failure in kernel.load_uprobes() {
-        warn!("Go runtime probe program not loaded: {failure}");
-    }
-    let (maps, proc_events) = kernel.take_maps()?;
-    let tracker = Arc::new(Mutex::new(Tracker::new(kernel, maps, filter.clone())));
+    let (tracker, ring) = load_and_attach(btf, &view, &filter, args.targets.max_processes)?;
 
-    // Follow exec/exit from now on, then scan what already runs: a process
-    // started in between is seen by both, which `consider` makes harmless.
-    let mut events_task = tokio::spawn(follow_proc_events(proc_events, tracker.clone()));
-    initial_scan(&tracker, &filter)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<()>>();
+    let agent = {
+        let (stop, snapshot, ready, interval) =
+            (stop.clone(), snapshot.clone(), ready, args.interval);
+        std::thread::Builder::new()
+            .name("golens-agent".into())
+            .spawn(move || {
+                let result = agent_loop(tracker, ring, &stop, &snapshot, &ready, interval);
+                let _ = done_tx.send(result);
+            })
+            .context("starting the agent thread")?
+    };
 
-    let mut collections = 0u64;
-    snapshot.set(collect(&tracker, &mut collections));
-    ready.store(true, Ordering::Release);
-    info!(tracked = lock(&tracker).len(), "ready");
-
-    let mut ticker = tokio::time::interval(args.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => snapshot.set(collect(&tracker, &mut collections)),
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
-            stopped = &mut events_task => {
-                let why = match stopped {
-                    Ok(Err(error)) => format!("{error:#}"),
-                    Ok(Ok(())) => "it ended".to_string(),
-                    Err(panic) => panic.to_string(),
-                };
-                bail!("the process event reader stopped ({why}); exec/exit can no longer be followed");
-            }
-        }
+    let outcome = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = terminate.recv() => None,
+        finished = done_rx => Some(finished.unwrap_or_else(|_| Err(anyhow::anyhow!("the agent thread panicked")))),
+    };
+    if let Some(result) = outcome {
+        // The agent thread stopped on its own: that is an error (or its panic).
+        let _ = agent.join();
+        return result.and_then(|()| bail!("the agent thread ended"));
     }
-    info!("shutting down; probes are detached as the agent exits");
+    info!("shutting down: detaching probes");
+    stop.store(true, Ordering::Release);
+    let _ = tokio::task::spawn_blocking(move || agent.join()).await;
+    info!("stopped");
     Ok(())
 }
 
-fn lock(tracker: &Mutex<Tracker>) -> MutexGuard<'_, Tracker> {
-    tracker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Loads the object, attaches the tracepoints, calibrates the pid
+/// namespace, loads the runtime uprobe programs, and does the first scan.
+fn load_and_attach(
+    btf: aya::Btf,
+    view: &ProcView,
+    filter: &TargetFilter,
+    max_processes: u32,
+) -> Result<(Tracker, RingBuf<MapData>)> {
+    let mut kernel =
+        KernelSide::load(btf, max_processes, view).context("loading golens' eBPF programs")?;
+    if let Some(failure) = kernel.attach_family(programs::DISCOVERY).into_iter().next() {
+        return Err(failure).context("discovery probes are required");
+    }
+    for failure in kernel.attach_family(programs::SCHED) {
+        warn!(family = "sched", "probe not attached: {failure}");
+    }
+    if let Err(failure) = kernel.attach_first_of(programs::SCHED_SWITCH_VARIANTS) {
+        warn!(family = "sched", "probe not attached: {failure}");
+    }
+    kernel.calibrate_pidns(view).context("reading pids in golens' pid namespace")?;
+    let multi = match kernel.load_multi_uprobes() {
+        Ok(multi) => {
+            kernel.mark_uprobes_loaded();
+            Some(multi)
+        }
+        Err(reason) => {
+            warn!("uprobe_multi links unavailable ({reason}); attaching one perf-event uprobe per point");
+            for failure in kernel.load_uprobes() {
+                warn!("Go runtime probe program not loaded: {failure}");
+            }
+            None
+        }
+    };
+    let (mut maps, known_binaries, proc_events) = kernel.take_maps()?;
+    configure_exec_tracking(&mut maps, filter)?;
+    // With --pid only the named processes are watched: no exec is tracked.
+    let exec_tracking = filter.pids.is_empty();
+    let registry = ProbeRegistry::new(kernel, multi, known_binaries, exec_tracking, BINARY_LINGER);
+    let mut tracker = Tracker::new(registry, maps, filter.clone());
+
+    // Follow exec/exit from now on (records wait in the ring buffer), then
+    // scan what already runs: a process started in between is seen by both,
+    // which `consider` makes harmless.
+    tracker.scan().context("listing /proc")?;
+    if !filter.pids.is_empty() && tracker.is_empty() {
+        bail!("none of the --pid targets could be tracked (they exited, or --comm excludes them)");
+    }
+    if tracker.is_empty() {
+        info!("no Go process found yet; new ones are picked up when they start");
+    }
+    Ok((tracker, proc_events))
+}
+
+/// --comm applies to exec tracking in the kernel too.
+fn configure_exec_tracking(maps: &mut KernelMaps, filter: &TargetFilter) -> Result<()> {
+    let mut config = maps.agent_config.get(&0, 0).context("reading agent_config")?;
+    config.comm_filter = u32::from(!filter.comms.is_empty());
+    for comm in &filter.comms {
+        let mut key = [0u8; 16];
+        for (slot, byte) in key.iter_mut().zip(comm.bytes().take(15)) {
+            *slot = byte;
+        }
+        maps.wanted_comms
+            .insert(key, 1, 0)
+            .context("writing wanted_comms (more than 64 --comm?)")?;
+    }
+    maps.agent_config.set(0, config, 0).context("writing agent_config")?;
+    Ok(())
+}
+
+/// The agent thread: exec/exit records as they come (the kernel wakes us in
+/// batches; we also drain every GOLENS_PROC_EVENTS_POLL_MS), a collection
+/// every `interval`. Returns when `stop` is set, after detaching everything.
+fn agent_loop(
+    mut tracker: Tracker,
+    mut ring: RingBuf<MapData>,
+    stop: &AtomicBool,
+    snapshot: &SnapshotCell,
+    ready: &AtomicBool,
+    interval: Duration,
+) -> Result<()> {
+    let mut collector = Collector::default();
+    snapshot.set(collector.collect(&mut tracker));
+    ready.store(true, Ordering::Release);
+    info!(tracked = tracker.len(), mode = ?tracker.registry.mode(), "ready");
+
+    let poll = Duration::from_millis(bindings::GOLENS_PROC_EVENTS_POLL_MS.into());
+    let mut next_collection = Instant::now() + interval;
+    let mut batch: Vec<ProcEvent> = Vec::new();
+    let result = loop {
+        if stop.load(Ordering::Acquire) {
+            break Ok(());
+        }
+        let until_collection = next_collection.saturating_duration_since(Instant::now());
+        if let Err(error) = wait_readable(&ring, poll.min(until_collection)) {
+            break Err(error).context("waiting on the proc_events ring buffer");
+        }
+        while let Some(item) = ring.next() {
+            if let Some(event) = parse_proc_event(&item) {
+                batch.push(event);
+            }
+        }
+        for event in batch.drain(..) {
+            handle_event(&mut tracker, &event);
+        }
+        if Instant::now() >= next_collection {
+            snapshot.set(collector.collect(&mut tracker));
+            next_collection = Instant::now() + interval;
+        }
+    };
+    tracker.registry.shutdown();
+    result
+}
+
+fn handle_event(tracker: &mut Tracker, event: &ProcEvent) {
+    match event.kind {
+        bindings::GOLENS_PROC_EXEC => {
+            let by_kernel = event.flags & bindings::GOLENS_PROC_TRACKED_BY_EXEC != 0;
+            let considered = tracker.exec(event.tgid, by_kernel, event.binary);
+            debug!(pid = event.tgid, by_kernel, ?considered, "exec");
+        }
+        bindings::GOLENS_PROC_EXIT => tracker.forget(event.tgid),
+        _ => {}
+    }
+}
+
+/// poll(2) on the ring buffer's fd.
+fn wait_readable(ring: &RingBuf<MapData>, timeout: Duration) -> std::io::Result<()> {
+    let mut fds = [libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    let millis = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd, for the duration of the call.
+    let ret = unsafe { libc::poll(fds.as_mut_ptr(), 1, millis) };
+    if ret < 0 {
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+    Ok(())
 }
 
 /// `--pid` targets must exist and be Go; an error when none of them is.
-fn check_pid_targets(pids: &[u32]) -> Result<()> {
+fn check_pid_targets(pids: &[u32], view: &ProcView) -> Result<()> {
     if pids.is_empty() {
         return Ok(());
     }
@@ -126,6 +259,14 @@ fn check_pid_targets(pids: &[u32]) -> Result<()> {
             Inspection::NoExecutable if procfs::exists(pid) => {
                 problems.push(format!("process {pid} has no executable (a kernel thread)"))
             }
+            Inspection::NoExecutable if view.nspid.len() > 1 || !view.initial => {
+                problems.push(format!(
+                    "process {pid} does not exist in golens' pid namespace (golens is pid {} \
+                     there): --pid takes pids as golens' /proc shows them; from a container, run \
+                     golens with the host's pid namespace (hostPID) or share the target's",
+                    view.nspid[0]
+                ))
+            }
             Inspection::NoExecutable => problems.push(format!("process {pid} does not exist")),
             Inspection::Error { detail, .. } => {
                 problems.push(format!("process {pid} cannot be inspected: {detail}"))
@@ -141,63 +282,6 @@ fn check_pid_targets(pids: &[u32]) -> Result<()> {
     Ok(())
 }
 
-fn initial_scan(tracker: &Mutex<Tracker>, filter: &TargetFilter) -> Result<()> {
-    let mut tracker = lock(tracker);
-    tracker.scan().context("listing /proc")?;
-    if !filter.pids.is_empty() && tracker.is_empty() {
-        bail!("none of the --pid targets could be tracked (they exited, or --comm excludes them)");
-    }
-    if tracker.is_empty() {
-        info!("no Go process found yet; new ones are picked up when they start");
-    }
-    Ok(())
-}
-
-async fn follow_proc_events(ring: RingBuf<MapData>, tracker: Arc<Mutex<Tracker>>) -> Result<()> {
-    // SAFETY: the RingBuf owns its map fd, which stays open and unchanged
-    // for as long as the AsyncFd (which owns the RingBuf) lives.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .context("polling the proc_events ring buffer")?;
-    // The kernel wakes us only when a batch is pending (see procs.bpf.c): drain
-    // on every wakeup and at least every GOLENS_PROC_EVENTS_POLL_MS.
-    let poll = Duration::from_millis(bindings::GOLENS_PROC_EVENTS_POLL_MS.into());
-    let mut batch: Vec<ProcEvent> = Vec::new();
-    loop {
-        match tokio::time::timeout(poll, ring.readable_mut()).await {
-            Ok(guard) => {
-                let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut batch);
-                guard.clear_ready();
-            }
-            Err(_elapsed) => drain(ring.get_mut(), &mut batch),
-        }
-        if batch.is_empty() {
-            continue;
-        }
-
-        let mut tracker = lock(&tracker);
-        for event in batch.drain(..) {
-            match event.kind {
-                bindings::GOLENS_PROC_EXEC => {
-                    if let Considered::Failed { reason, detail } = tracker.reexamine(event.tgid) {
-                        tracing::debug!(pid = event.tgid, reason, %detail, "exec not inspected");
-                    }
-                }
-                bindings::GOLENS_PROC_EXIT => tracker.forget(event.tgid),
-                _ => {}
-            }
-        }
-    }
-}
-
-fn drain(ring: &mut RingBuf<MapData>, batch: &mut Vec<ProcEvent>) {
-    while let Some(item) = ring.next() {
-        if let Some(event) = parse_proc_event(&item) {
-            batch.push(event);
-        }
-    }
-}
-
 fn parse_proc_event(bytes: &[u8]) -> Option<ProcEvent> {
     if bytes.len() < std::mem::size_of::<ProcEvent>() {
         return None;
@@ -205,24 +289,4 @@ fn parse_proc_event(bytes: &[u8]) -> Option<ProcEvent> {
     // SAFETY: length checked; ProcEvent is plain old data; read_unaligned
     // makes no alignment assumption about the ring buffer record.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ProcEvent>()) })
-}
-
-fn collect(tracker: &Mutex<Tracker>, collections: &mut u64) -> Snapshot {
-    let started = Instant::now();
-    let mut tracker = lock(tracker);
-    tracker.prune_exited();
-    tracker.rescan_if_capacity_freed();
-    let processes = tracker.read_processes();
-    *collections += 1;
-    let agent = AgentSnapshot {
-        tracked_processes: processes.len() as u64,
-        skipped_processes: tracker.skipped.clone(),
-        kernel_drops: tracker.read_kernel_drops(),
-        discovery_errors: tracker.discovery_errors.clone(),
-        programs_attached: tracker.programs_attached(),
-        collection_duration_seconds: started.elapsed().as_secs_f64(),
-        collections: *collections,
-    };
-    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    Snapshot { timestamp, processes, agent }
 }

@@ -16,8 +16,13 @@ pub struct Log2Histogram {
 }
 
 impl Log2Histogram {
+    /// The count is the sum of the slots as read, not the kernel's separate
+    /// counter: the kernel bumps them one after the other, and a read in
+    /// between would give a `_count` that disagrees with the `+Inf` bucket.
     pub fn from_kernel(hist: &golens_ebpf::Hist) -> Self {
-        Log2Histogram { slots: hist.slots.to_vec(), sum_ns: hist.sum_ns, count: hist.count }
+        let slots = hist.slots.to_vec();
+        let count = slots.iter().sum();
+        Log2Histogram { slots, sum_ns: hist.sum_ns, count }
     }
 
     pub fn sum_seconds(&self) -> f64 {
@@ -128,6 +133,13 @@ pub struct AgentSnapshot {
     pub discovery_errors: BTreeMap<String, u64>,
     /// eBPF programs and whether each is attached.
     pub programs_attached: BTreeMap<String, bool>,
+    /// How runtime uprobes are attached on this kernel.
+    pub attach_mode: Option<crate::attach::AttachMode>,
+    /// Go binaries with probes attached, idle ones (lingering) and links held.
+    pub probes: crate::attach::RegistryStats,
+    /// Processes that started being watched since start, by how (scan,
+    /// exec, kernel_exec).
+    pub processes_tracked_total: BTreeMap<String, u64>,
     /// How long building this snapshot took.
     pub collection_duration_seconds: f64,
     /// Snapshots built since start.
@@ -183,25 +195,44 @@ mod tests {
     }
 }
 
-/// The latest snapshot, shared between the collector (writer) and the outputs.
+/// One collection as the outputs see it: the snapshot and its Prometheus
+/// exposition, rendered once.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub snapshot: std::sync::Arc<Snapshot>,
+    pub exposition: crate::metrics::Exposition,
+}
+
+/// The latest collection, shared between the collector (writer) and the
+/// outputs. Readers clone an Arc under a lock held for nanoseconds.
 #[derive(Debug, Default, Clone)]
 pub struct SnapshotCell {
-    inner: std::sync::Arc<std::sync::RwLock<std::sync::Arc<Snapshot>>>,
+    inner: std::sync::Arc<std::sync::RwLock<std::sync::Arc<Published>>>,
 }
 
 impl SnapshotCell {
-    pub fn get(&self) -> std::sync::Arc<Snapshot> {
+    pub fn latest(&self) -> std::sync::Arc<Published> {
         match self.inner.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
+    pub fn get(&self) -> std::sync::Arc<Snapshot> {
+        self.latest().snapshot.clone()
+    }
+
+    /// Renders the exposition and publishes both (on the collector's thread).
     pub fn set(&self, snapshot: Snapshot) {
         let snapshot = std::sync::Arc::new(snapshot);
+        let exposition = crate::metrics::render(snapshot.clone()).unwrap_or_else(|error| {
+            tracing::error!(%error, "rendering the exposition failed");
+            crate::metrics::Exposition::default()
+        });
+        let published = std::sync::Arc::new(Published { snapshot, exposition });
         match self.inner.write() {
-            Ok(mut guard) => *guard = snapshot,
-            Err(poisoned) => *poisoned.into_inner() = snapshot,
+            Ok(mut guard) => *guard = published,
+            Err(poisoned) => *poisoned.into_inner() = published,
         }
     }
 }

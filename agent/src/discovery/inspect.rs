@@ -1,27 +1,51 @@
 //! Deciding whether a process is a Go process, with a cache by executable
 //! identity: most execs on a host are not Go (shells, coreutils), and a file
-//! is not parsed again while a process of it is watched.
+//! is not read again while it stays the same file.
 //!
-//! Go binaries are cached weakly: a `GoBinary` keeps its file mapped, and a
-//! strong cache would pin the disk space of every deleted (redeployed)
-//! binary forever. The watched processes hold the strong references.
+//! The cache keeps what a watched process needs of its binary (version,
+//! stripped, PIE): a few bytes, never the file's contents. The contents are
+//! handed out only when the file was just read (`fresh`), for the probe
+//! registry to plan its uprobes, and dropped after that.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Weak},
-};
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use crate::gobinary::{GoBinary, TargetError};
 
 use super::procfs::{self, FileIdentity};
 
+/// What a watched process keeps of its Go binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinaryInfo {
+    /// e.g. "go1.21.13"; None without build info.
+    pub go_version: Option<String>,
+    pub stripped: bool,
+    pub pie: bool,
+}
+
+impl BinaryInfo {
+    pub fn of(binary: &GoBinary) -> BinaryInfo {
+        BinaryInfo {
+            go_version: binary.go_version.clone(),
+            stripped: binary.stripped,
+            pie: binary.pie,
+        }
+    }
+}
+
 /// What discovery learned about one process.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Inspection {
     Go {
         comm: String,
+        /// What /proc/PID/exe points to, e.g. "/usr/bin/app (deleted)".
         exe: String,
-        binary: Arc<GoBinary>,
+        info: Arc<BinaryInfo>,
+        /// The file's identity (cache and probe registry key).
+        file: FileIdentity,
+        /// A path that opens the same file (/proc/PID/exe).
+        open_path: PathBuf,
+        /// The binary, when this inspection read it (a cache miss).
+        fresh: Option<Arc<GoBinary>>,
     },
     NotGo,
     /// Kernel thread, or the process is already gone.
@@ -42,7 +66,7 @@ pub struct Inspector {
 
 enum Cached {
     NotGo,
-    Go(Weak<GoBinary>),
+    Go(Arc<BinaryInfo>),
 }
 
 impl Inspector {
@@ -51,40 +75,51 @@ impl Inspector {
             Ok(exe) => exe,
             Err(error) => return io_inspection(error),
         };
-        let cached = match self.by_file.get(&exe.file_id) {
+        let (info, fresh) = match self.by_file.get(&exe.file_id) {
             Some(Cached::NotGo) => return Inspection::NotGo,
-            Some(Cached::Go(weak)) => weak.upgrade(),
-            None => None,
-        };
-        let binary = match cached {
-            Some(binary) => binary,
+            Some(Cached::Go(info)) => (info.clone(), None),
             None => {
-                let (entry, binary) = match GoBinary::open(&exe.open_path) {
+                let (entry, fresh) = match GoBinary::open(&exe.open_path) {
                     Ok(binary) => {
-                        let binary = Arc::new(binary);
-                        (Cached::Go(Arc::downgrade(&binary)), Some(binary))
+                        (Cached::Go(Arc::new(BinaryInfo::of(&binary))), Some(Arc::new(binary)))
                     }
                     Err(TargetError::NotGo { .. }) | Err(TargetError::Elf { .. }) => {
                         (Cached::NotGo, None)
                     }
-                    Err(TargetError::Io { source, .. }) => return io_inspection(source),
+                    Err(error) => return open_error(error),
                 };
                 if self.by_file.len() >= CACHE_LIMIT {
-                    self.by_file.retain(
-                        |_, cached| matches!(cached, Cached::Go(w) if w.strong_count() > 0),
-                    );
+                    self.by_file.clear();
                 }
+                let info = match &entry {
+                    Cached::Go(info) => Some(info.clone()),
+                    Cached::NotGo => None,
+                };
                 self.by_file.insert(exe.file_id, entry);
-                match binary {
-                    Some(binary) => binary,
+                match info {
+                    Some(info) => (info, fresh),
                     None => return Inspection::NotGo,
                 }
             }
         };
         match procfs::comm(pid) {
-            Ok(comm) => Inspection::Go { comm, exe: exe.display_path, binary },
+            Ok(comm) => Inspection::Go {
+                comm,
+                exe: exe.display_path,
+                info,
+                file: exe.file_id,
+                open_path: exe.open_path,
+                fresh,
+            },
             Err(error) => io_inspection(error),
         }
+    }
+}
+
+fn open_error(error: TargetError) -> Inspection {
+    match error {
+        TargetError::Io { source, .. } => io_inspection(source),
+        other => Inspection::Error { reason: "read", detail: other.to_string() },
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod cgroup;
 pub mod filter;
 pub mod inspect;
+pub mod pidns;
 pub mod procfs;
 
 pub use filter::TargetFilter;

@@ -1,16 +1,23 @@
-//! Loading golens' eBPF object and attaching its programs (aya).
+//! Loading golens' eBPF object and attaching its tracepoint programs (aya);
+//! the pid-namespace calibration; the Go runtime uprobe programs for the
+//! per-binary registry (`attach/`).
 
-use std::{collections::BTreeMap, num::NonZeroU32, path::Path};
+use std::{collections::BTreeMap, path::Path};
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         uprobe::{UProbeLink, UProbeScope},
         BtfTracePoint, UProbe,
     },
     Btf, Ebpf, EbpfLoader, Endianness,
 };
-use golens_ebpf::{maps, programs, uprobes, BtfTracepointProgram, GoStats, SchedStats};
+use golens_ebpf::{
+    bindings, maps, programs, uprobes, BinaryKey, BtfTracepointProgram, Calibration, Config,
+    GoStats, SchedStats,
+};
+
+use crate::{attach::multi::MultiPrograms, discovery::pidns::ProcView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -31,6 +38,8 @@ pub enum ProbeError {
     Program { program: &'static str, source: aya::programs::ProgramError },
     #[error("program {program} is not loaded (it failed to load at start)")]
     NotLoaded { program: &'static str },
+    #[error("pid namespace: {0}")]
+    PidNamespace(String),
 }
 
 /// Where the kernel's BTF comes from.
@@ -51,26 +60,32 @@ pub struct KernelMaps {
     pub sched_stats: HashMap<MapData, u32, SchedStats>,
     pub go_stats: HashMap<MapData, u32, GoStats>,
     pub agent_counters: PerCpuArray<MapData, u64>,
+    pub wanted_comms: HashMap<MapData, [u8; 16], u32>,
+    pub agent_config: Array<MapData, Config>,
 }
 
 /// The loaded object: keeps programs (and so their links) alive while it lives.
 pub struct KernelSide {
     ebpf: Ebpf,
     btf: Btf,
+    /// Whether pids are translated into golens' pid namespace (load-time global).
+    pidns_translate: u32,
     /// program name -> attached?
     pub attached: BTreeMap<String, bool>,
 }
 
 impl KernelSide {
     /// Loads the object (maps sized for `max_tracked` processes); attaches nothing yet.
-    pub fn load(btf: Btf, max_tracked: u32) -> Result<KernelSide, ProbeError> {
+    pub fn load(btf: Btf, max_tracked: u32, view: &ProcView) -> Result<KernelSide, ProbeError> {
+        let pidns_translate = u32::from(!view.initial);
         let ebpf = EbpfLoader::new()
             .btf(Some(&btf))
+            .override_global(golens_ebpf::PIDNS_TRANSLATE_GLOBAL, &pidns_translate, true)
             .map_max_entries(maps::TRACKED, max_tracked)
             .map_max_entries(maps::SCHED_STATS, max_tracked)
             .map_max_entries(maps::GO_STATS, max_tracked)
             .load(golens_ebpf::OBJECT)?;
-        Ok(KernelSide { ebpf, btf, attached: BTreeMap::new() })
+        Ok(KernelSide { ebpf, btf, pidns_translate, attached: BTreeMap::new() })
     }
 
     /// Loads and attaches one tp_btf program; records the outcome.
@@ -102,8 +117,89 @@ impl KernelSide {
         family.iter().filter_map(|spec| self.attach_btf_tracepoint(*spec).err()).collect()
     }
 
-    /// Loads every Go runtime uprobe program (verifier pass); they are
-    /// attached per process later. Returns the programs that failed.
+    /// Attaches the first variant that this kernel takes (a kernel feature
+    /// table: newest first). Returns the last error when none does.
+    pub fn attach_first_of(&mut self, variants: &[BtfTracepointProgram]) -> Result<(), ProbeError> {
+        let mut last = None;
+        for spec in variants {
+            match self.try_attach(*spec) {
+                Ok(()) => {
+                    self.attached.insert(spec.program.to_string(), true);
+                    return Ok(());
+                }
+                Err(error) => last = Some(error),
+            }
+        }
+        if let Some(first) = variants.first() {
+            self.attached.insert(first.program.to_string(), false);
+        }
+        Err(last.unwrap_or(ProbeError::Missing { kind: "program", name: "sched_switch variant" }))
+    }
+
+    /// Finds the pid namespace of golens' /proc and writes it into
+    /// `agent_config` (only needed when pids are translated). golens makes
+    /// one marked system call while the calibration program is attached.
+    pub fn calibrate_pidns(&mut self, view: &ProcView) -> Result<(), ProbeError> {
+        if self.pidns_translate == 0 {
+            return Ok(());
+        }
+        let spec = programs::PIDNS_CALIBRATION;
+        self.try_attach(spec)?;
+        // SAFETY: getpgid has no memory arguments; a pid this large does not
+        // exist, so it only fails with ESRCH after the tracepoint ran.
+        unsafe { libc::getpgid(bindings::GOLENS_CALIBRATION_MAGIC as libc::pid_t) };
+        // Detach at once: it would otherwise run on every system call of the host.
+        if let Some(program) = self.ebpf.program_mut(spec.program) {
+            if let Ok(program) = <&mut BtfTracePoint>::try_from(program) {
+                let _ = program.unload();
+            }
+        }
+        let calibration: Array<&MapData, Calibration> = Array::try_from(
+            self.ebpf
+                .map(maps::PIDNS_CALIBRATION)
+                .ok_or(ProbeError::Missing { kind: "map", name: maps::PIDNS_CALIBRATION })?,
+        )
+        .map_err(|source| ProbeError::Map { name: maps::PIDNS_CALIBRATION, source })?;
+        let seen = calibration
+            .get(&0, 0)
+            .map_err(|source| ProbeError::Map { name: maps::PIDNS_CALIBRATION, source })?;
+        let config = pidns_config(&seen, view).map_err(ProbeError::PidNamespace)?;
+        let mut agent_config: Array<&mut MapData, Config> = Array::try_from(
+            self.ebpf
+                .map_mut(maps::AGENT_CONFIG)
+                .ok_or(ProbeError::Missing { kind: "map", name: maps::AGENT_CONFIG })?,
+        )
+        .map_err(|source| ProbeError::Map { name: maps::AGENT_CONFIG, source })?;
+        agent_config
+            .set(0, config, 0)
+            .map_err(|source| ProbeError::Map { name: maps::AGENT_CONFIG, source })?;
+        tracing::info!(
+            level = config.pidns_level,
+            "pids are read in golens' pid namespace (not the host's)"
+        );
+        Ok(())
+    }
+
+    /// The Go runtime uprobe programs, loaded for uprobe_multi links; None
+    /// (with the reason) when this kernel has no such links.
+    pub fn load_multi_uprobes(&self) -> Result<MultiPrograms, String> {
+        let translate = self.pidns_translate.to_ne_bytes();
+        let multi = MultiPrograms::load(
+            golens_ebpf::OBJECT,
+            &self.ebpf,
+            &self.btf,
+            &[(golens_ebpf::PIDNS_TRANSLATE_GLOBAL, &translate)],
+            uprobes::ALL,
+        )
+        .map_err(|e| e.to_string())?;
+        if !multi.kernel_supports_links() {
+            return Err("this kernel has no uprobe_multi links (Linux 6.6+)".into());
+        }
+        Ok(multi)
+    }
+
+    /// Loads every Go runtime uprobe program for perf-event uprobes (the
+    /// fallback). Returns the programs that failed.
     pub fn load_uprobes(&mut self) -> Vec<ProbeError> {
         let mut failures = Vec::new();
         for &name in uprobes::ALL {
@@ -118,6 +214,13 @@ impl KernelSide {
         failures
     }
 
+    /// Marks the uprobe programs as loaded (the uprobe_multi path loads them itself).
+    pub fn mark_uprobes_loaded(&mut self) {
+        for &name in uprobes::ALL {
+            self.attached.insert(name.to_string(), true);
+        }
+    }
+
     fn uprobe(&mut self, name: &'static str) -> Result<&mut UProbe, ProbeError> {
         self.ebpf
             .program_mut(name)
@@ -126,37 +229,41 @@ impl KernelSide {
             .map_err(|source| ProbeError::Program { program: name, source })
     }
 
-    /// Attaches a loaded uprobe program at `file_offset` of `binary` (often
-    /// /proc/PID/exe), firing for process `pid` only: the breakpoint is
-    /// installed in that process alone, other processes of the same binary
-    /// never trap. The caller owns the returned link: dropping it detaches.
+    /// Attaches a loaded uprobe program (perf-event fallback) at
+    /// `file_offset` of `binary` (often /proc/PID/exe), for every process
+    /// that runs that file. The caller owns the link: dropping it detaches.
     pub fn attach_uprobe(
         &mut self,
         program: &'static str,
         binary: &Path,
         file_offset: u64,
-        pid: u32,
     ) -> Result<UProbeLink, ProbeError> {
         if self.attached.get(program) != Some(&true) {
             return Err(ProbeError::NotLoaded { program });
         }
-        let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
         let uprobe = self.uprobe(program)?;
         let link = uprobe
-            .attach(file_offset, binary, scope)
+            .attach(file_offset, binary, UProbeScope::AllProcesses)
             .map_err(|source| ProbeError::Program { program, source })?;
         uprobe.take_link(link).map_err(|source| ProbeError::Program { program, source })
     }
 
-    pub fn take_maps(&mut self) -> Result<(KernelMaps, RingBuf<MapData>), ProbeError> {
+    /// Takes the maps userspace works with: (kernel maps, known_binaries, proc_events).
+    #[allow(clippy::type_complexity)]
+    pub fn take_maps(
+        &mut self,
+    ) -> Result<(KernelMaps, HashMap<MapData, BinaryKey, u32>, RingBuf<MapData>), ProbeError> {
         let kernel_maps = KernelMaps {
             tracked: self.typed_map(maps::TRACKED, HashMap::try_from)?,
             sched_stats: self.typed_map(maps::SCHED_STATS, HashMap::try_from)?,
             go_stats: self.typed_map(maps::GO_STATS, HashMap::try_from)?,
             agent_counters: self.typed_map(maps::AGENT_COUNTERS, PerCpuArray::try_from)?,
+            wanted_comms: self.typed_map(maps::WANTED_COMMS, HashMap::try_from)?,
+            agent_config: self.typed_map(maps::AGENT_CONFIG, Array::try_from)?,
         };
+        let known_binaries = self.typed_map(maps::KNOWN_BINARIES, HashMap::try_from)?;
         let proc_events = self.typed_map(maps::PROC_EVENTS, RingBuf::try_from)?;
-        Ok((kernel_maps, proc_events))
+        Ok((kernel_maps, known_binaries, proc_events))
     }
 
     fn typed_map<T>(
@@ -169,6 +276,59 @@ impl KernelSide {
     }
 }
 
-/// All programs of the object that the daemon attaches, by family.
-pub const DAEMON_FAMILIES: &[(&str, &[BtfTracepointProgram])] =
-    &[("discovery", programs::DISCOVERY), ("sched", programs::SCHED)];
+/// The namespace of golens' /proc, from what calibration saw of golens.
+fn pidns_config(seen: &Calibration, view: &ProcView) -> Result<Config, String> {
+    if seen.seen == 0 {
+        return Err("the calibration program did not run (is tp_btf/sys_enter available?)".into());
+    }
+    let level = view.proc_level(seen.level).ok_or_else(|| {
+        format!("golens is at level {} but /proc shows {} levels", seen.level, view.nspid.len())
+    })?;
+    let index = level as usize;
+    if index >= seen.ns.len() {
+        return Err(format!(
+            "/proc's pid namespace is {level} levels deep; golens reads at most 7"
+        ));
+    }
+    if Some(&seen.nr[index]) != view.nspid.first() {
+        return Err(format!(
+            "calibration disagrees with /proc: pid {} at level {level}, /proc/self says {:?}",
+            seen.nr[index], view.nspid
+        ));
+    }
+    Ok(Config { pidns: seen.ns[index], pidns_level: level, comm_filter: 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calibration(level: u32, nr: &[u32]) -> Calibration {
+        let mut c = Calibration { level, seen: 1, ..Default::default() };
+        for (i, &n) in nr.iter().enumerate() {
+            c.nr[i] = n;
+            c.ns[i] = 0x1000 + i as u64;
+        }
+        c
+    }
+
+    #[test]
+    fn calibration_picks_the_level_of_proc() {
+        // golens is pid 812 on the host, 1 in its container; /proc is the container's.
+        let view = ProcView { nspid: vec![1], initial: false };
+        let config = pidns_config(&calibration(1, &[812, 1]), &view).unwrap();
+        assert_eq!((config.pidns_level, config.pidns), (1, 0x1001));
+        // The same golens with the host's /proc mounted.
+        let view = ProcView { nspid: vec![812, 1], initial: false };
+        let config = pidns_config(&calibration(1, &[812, 1]), &view).unwrap();
+        assert_eq!((config.pidns_level, config.pidns), (0, 0x1000));
+    }
+
+    #[test]
+    fn calibration_that_disagrees_with_proc_is_an_error() {
+        let view = ProcView { nspid: vec![5], initial: false };
+        assert!(pidns_config(&calibration(1, &[812, 1]), &view).is_err());
+        let unseen = Calibration::default();
+        assert!(pidns_config(&unseen, &view).is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! Reads the kernel maps and /proc into a [`Snapshot`], once per interval,
+//! on the agent's own thread (never on the async runtime).
+
+use std::{collections::BTreeMap, time::Instant};
+
+use golens_ebpf::GoStats;
+
+use crate::{
+    goruntime::STW_REASON_NAMES,
+    snapshot::{
+        AgentSnapshot, GoRuntimeSnapshot, Log2Histogram, ProcessSnapshot, SchedSnapshot, Snapshot,
+    },
+    tracker::Tracker,
+};
+
+/// The collection's own state between ticks.
+#[derive(Default)]
+pub struct Collector {
+    collections: u64,
+    /// Kernel drops of proc_events records at the last collection.
+    proc_events_dropped: u64,
+}
+
+impl Collector {
+    /// One collection: the safety nets first (lost records, freed slots),
+    /// then every map read once.
+    pub fn collect(&mut self, tracker: &mut Tracker) -> Snapshot {
+        let started = Instant::now();
+        let kernel_drops = read_kernel_drops(tracker);
+        let dropped = kernel_drops.get("proc_event_ring_full").copied().unwrap_or(0);
+        if dropped > self.proc_events_dropped {
+            // Exec records were lost: a Go process may have started unseen.
+            tracing::warn!(
+                lost = dropped - self.proc_events_dropped,
+                "exec/exit records lost; rescanning /proc"
+            );
+            if let Err(error) = tracker.scan() {
+                tracing::warn!(%error, "rescanning /proc failed");
+            }
+        }
+        self.proc_events_dropped = dropped;
+        tracker.reconcile();
+        tracker.rescan_if_capacity_freed();
+        tracker.registry.reap_idle();
+
+        let processes = read_processes(tracker);
+        self.collections += 1;
+        let agent = AgentSnapshot {
+            tracked_processes: processes.len() as u64,
+            skipped_processes: tracker.skipped.clone(),
+            kernel_drops,
+            discovery_errors: tracker.discovery_errors.clone(),
+            programs_attached: tracker.registry.kernel().attached.clone(),
+            attach_mode: Some(tracker.registry.mode()),
+            probes: tracker.registry.stats(),
+            processes_tracked_total: tracker
+                .tracked_total
+                .iter()
+                .map(|(how, count)| (how.to_string(), *count))
+                .collect(),
+            collection_duration_seconds: started.elapsed().as_secs_f64(),
+            collections: self.collections,
+        };
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        Snapshot { timestamp, processes, agent }
+    }
+}
+
+/// The kernel's per-process counters.
+fn read_processes(tracker: &Tracker) -> Vec<ProcessSnapshot> {
+    tracker
+        .processes()
+        .map(|p| {
+            let pid = p.key.pid;
+            let sched = match tracker.maps.sched_stats.get(&pid, 0) {
+                Ok(stats) => SchedSnapshot {
+                    runqueue_latency: Log2Histogram::from_kernel(&stats.runqueue_latency),
+                    involuntary_switches: stats.involuntary_switches,
+                },
+                Err(_) => SchedSnapshot::default(),
+            };
+            let go = tracker.maps.go_stats.get(&pid, 0).map(|stats| go_snapshot(&stats));
+            ProcessSnapshot {
+                pid,
+                comm: p.comm.clone(),
+                exe: p.exe.clone(),
+                container_id: p.container.container_id.clone(),
+                pod_uid: p.container.pod_uid.clone(),
+                go_version: p.binary.go_version.clone().unwrap_or_else(|| "unknown".into()),
+                stripped: p.binary.stripped,
+                pie: p.binary.pie,
+                sched,
+                go: go.unwrap_or_default(),
+                probes: p.probes.as_ref().clone(),
+            }
+        })
+        .collect()
+}
+
+/// Kernel-side drop counters, summed over CPUs, by reason.
+fn read_kernel_drops(tracker: &Tracker) -> BTreeMap<String, u64> {
+    golens_ebpf::AGENT_COUNTERS
+        .iter()
+        .map(|&(index, reason)| {
+            let total = tracker
+                .maps
+                .agent_counters
+                .get(&index, 0)
+                .map(|per_cpu| per_cpu.iter().sum())
+                .unwrap_or(0);
+            (reason.to_string(), total)
+        })
+        .collect()
+}
+
+fn go_snapshot(stats: &GoStats) -> GoRuntimeSnapshot {
+    let stw_pause = stats
+        .stw_pause
+        .iter()
+        .zip(STW_REASON_NAMES)
+        .filter(|(hist, _)| hist.count > 0)
+        .map(|(hist, reason)| (reason.to_string(), Log2Histogram::from_kernel(hist)))
+        .collect();
+    GoRuntimeSnapshot {
+        gc_cycles: stats.gc_cycles,
+        sysmon_preemptions: stats.sysmon_preemptions,
+        stw_unpaired: stats.stw_unpaired,
+        gc_cycle_duration: Log2Histogram::from_kernel(&stats.gc_cycle_duration),
+        stw_time_to_stop: Log2Histogram::from_kernel(&stats.stw_time_to_stop),
+        stw_pause,
+    }
+}
