@@ -343,6 +343,15 @@ fn sum_over_threads(pid: u32, read: impl Fn(&Path) -> Option<u64>) -> u64 {
         .unwrap_or(0)
 }
 
+/// Pids (as this test's /proc shows them) of the processes running `binary`.
+pub fn pids_of(binary: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == binary))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

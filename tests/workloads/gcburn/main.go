@@ -11,7 +11,9 @@
 // PauseTotalNs) over the run. Then it waits for stdin to close and exits 0.
 //
 // With -wait=false -duration D it starts at once, keeps allocating and
-// collecting for D (a soak), reports, and exits 0.
+// collecting for D (a soak), reports, and exits 0; with -hold as well, it
+// waits for stdin to close before exiting (so a short run's numbers can
+// still be read from outside). The report's num_gc is NumGC since start.
 package main
 
 import (
@@ -54,6 +56,7 @@ func main() {
 	spinFor := flag.Duration("spin", 300*time.Millisecond, "how long a goroutine spins without yielding")
 	wait := flag.Bool("wait", true, "start on a line from stdin, exit when stdin closes")
 	duration := flag.Duration("duration", 0, "run GC cycles for this long instead of -cycles")
+	hold := flag.Bool("hold", false, "with -wait=false: after the report, wait for stdin to close")
 	flag.Parse()
 
 	in := bufio.NewScanner(os.Stdin)
@@ -80,9 +83,10 @@ func main() {
 		"go":             runtime.Version(),
 		"gc_cycles":      after.NumGC - before.NumGC,
 		"pause_total_ns": after.PauseTotalNs - before.PauseTotalNs,
+		"num_gc":         after.NumGC,
 		"cgo":            cgoEnabled,
 	})
 	fmt.Println(string(report))
-	for *wait && in.Scan() {
+	for (*wait || *hold) && in.Scan() {
 	}
 }
