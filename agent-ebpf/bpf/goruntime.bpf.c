@@ -28,6 +28,13 @@
  * per P. Every handler does a constant amount of work.
  *
  * Map: go_stats, tgid -> struct golens_go_stats, created by userspace.
+ *
+ * Programs: with uprobe_multi links (kernel 6.6+) one program,
+ * golens_goprobe, serves every point of a binary in one link, told apart by
+ * the attach cookie (GOLENS_GOPROBE_*): one link per binary, so closing
+ * them all (agent exit, SIGKILL included) costs one RCU grace period per
+ * binary. With perf-event uprobes (older kernels) each probe has its own
+ * program (golens_gcstart ...), attached point by point.
  */
 
 struct {
@@ -81,8 +88,7 @@ static __always_inline bool record_since(__u64 *started_ns, struct golens_hist *
 /* runtime.gcResetMarkState entry: gcStart calls it once per cycle, after its
  * trigger checks passed (gcStart itself is entered by every goroutine that
  * races to start a cycle; most return early, so its entry overcounts). */
-SEC("uprobe")
-int golens_gcstart(struct pt_regs *regs)
+static __always_inline int on_gcstart(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats = entry_stats(regs);
 
@@ -94,8 +100,7 @@ int golens_gcstart(struct pt_regs *regs)
 }
 
 /* Every RET of runtime.gcMarkTermination: the cycle's mark termination is done. */
-SEC("uprobe")
-int golens_gcend(struct pt_regs *regs)
+static __always_inline int on_gcend(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats = current_go_stats();
 
@@ -118,22 +123,19 @@ static __always_inline int stw_stop_entry(struct pt_regs *regs, __u64 reason)
 
 /* runtime.stopTheWorldWithSema entry, Go 1.21+: `reason stwReason` (a uint8
  * enum) is the first integer argument, in AX under the register ABI. */
-SEC("uprobe")
-int golens_stwstopr(struct pt_regs *regs)
+static __always_inline int on_stwstopr(struct pt_regs *regs)
 {
 	return stw_stop_entry(regs, regs->ax & 0xff);
 }
 
 /* runtime.stopTheWorldWithSema entry, Go < 1.21: no reason argument. */
-SEC("uprobe")
-int golens_stwstop(struct pt_regs *regs)
+static __always_inline int on_stwstop(struct pt_regs *regs)
 {
 	return stw_stop_entry(regs, 0);
 }
 
 /* Every RET of runtime.stopTheWorldWithSema: the world is stopped. */
-SEC("uprobe")
-int golens_stwdown(struct pt_regs *regs)
+static __always_inline int on_stwdown(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats = current_go_stats();
 
@@ -143,8 +145,7 @@ int golens_stwdown(struct pt_regs *regs)
 }
 
 /* Every RET of runtime.startTheWorldWithSema: the pause is over. */
-SEC("uprobe")
-int golens_stwup(struct pt_regs *regs)
+static __always_inline int on_stwup(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats = current_go_stats();
 	__u64 reason;
@@ -163,12 +164,51 @@ int golens_stwup(struct pt_regs *regs)
  * that has run for more than 10 ms (forcePreemptNS) to yield. GC and
  * stop-the-world preempt through preemptall and other call sites, which are
  * not probed, so this counts sysmon's preemptions only. */
-SEC("uprobe")
-int golens_sysmon(struct pt_regs *regs)
+static __always_inline int on_sysmon(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats = current_go_stats();
 
 	if (stats)
 		__sync_fetch_and_add(&stats->sysmon_preemptions, 1);
+	return 0;
+}
+
+/* One program per probe, for perf-event uprobes (no cookies needed). */
+#define GOLENS_UPROBE(name)                                \
+	SEC("uprobe")                                      \
+	int golens_##name(struct pt_regs *regs)            \
+	{                                                  \
+		return on_##name(regs);                    \
+	}
+
+GOLENS_UPROBE(gcstart)
+GOLENS_UPROBE(gcend)
+GOLENS_UPROBE(stwstopr)
+GOLENS_UPROBE(stwstop)
+GOLENS_UPROBE(stwdown)
+GOLENS_UPROBE(stwup)
+GOLENS_UPROBE(sysmon)
+
+/* Every probe of a binary in one uprobe_multi link: the cookie of the point
+ * says which probe it is. An unknown cookie does nothing. */
+SEC("uprobe")
+int golens_goprobe(struct pt_regs *regs)
+{
+	switch (bpf_get_attach_cookie(regs)) {
+	case GOLENS_GOPROBE_GC_START:
+		return on_gcstart(regs);
+	case GOLENS_GOPROBE_GC_END:
+		return on_gcend(regs);
+	case GOLENS_GOPROBE_STW_STOP_REASON:
+		return on_stwstopr(regs);
+	case GOLENS_GOPROBE_STW_STOP:
+		return on_stwstop(regs);
+	case GOLENS_GOPROBE_STW_STOPPED:
+		return on_stwdown(regs);
+	case GOLENS_GOPROBE_STW_STARTED:
+		return on_stwup(regs);
+	case GOLENS_GOPROBE_SYSMON:
+		return on_sysmon(regs);
+	}
 	return 0;
 }

@@ -82,6 +82,15 @@ struct golens_binary_key {
 };
 _Static_assert(sizeof(struct golens_binary_key) == 16, "golens_binary_key size");
 
+/* Attach cookies of golens_goprobe: which Go runtime probe a point is. */
+#define GOLENS_GOPROBE_GC_START 1
+#define GOLENS_GOPROBE_GC_END 2
+#define GOLENS_GOPROBE_STW_STOP_REASON 3
+#define GOLENS_GOPROBE_STW_STOP 4
+#define GOLENS_GOPROBE_STW_STOPPED 5
+#define GOLENS_GOPROBE_STW_STARTED 6
+#define GOLENS_GOPROBE_SYSMON 7
+
 /* Process lifecycle records on the proc_events ring buffer. tgid is the pid
  * as golens' /proc shows it (see "pid namespaces" in common.bpf.h). */
 #define GOLENS_PROC_EXEC 1

@@ -118,6 +118,27 @@ pub mod uprobes {
     pub const STW_STOPPED: &str = "golens_stwdown";
     pub const STW_STARTED: &str = "golens_stwup";
     pub const SYSMON_PREEMPT: &str = "golens_sysmon";
+    /// Every probe above in one program, told apart by the attach cookie:
+    /// what uprobe_multi links use (one link per binary).
+    pub const DISPATCH: &str = "golens_goprobe";
+
+    /// The attach cookie under which `DISPATCH` runs a probe's program.
+    pub fn cookie(program: &str) -> Option<u64> {
+        use crate::bindings::*;
+        let cookie = match program {
+            GC_CYCLE_START => GOLENS_GOPROBE_GC_START,
+            GC_CYCLE_END => GOLENS_GOPROBE_GC_END,
+            STW_STOP_REASON => GOLENS_GOPROBE_STW_STOP_REASON,
+            STW_STOP => GOLENS_GOPROBE_STW_STOP,
+            STW_STOPPED => GOLENS_GOPROBE_STW_STOPPED,
+            STW_STARTED => GOLENS_GOPROBE_STW_STARTED,
+            SYSMON_PREEMPT => GOLENS_GOPROBE_SYSMON,
+            _ => return None,
+        };
+        Some(cookie.into())
+    }
+
+    /// The per-probe programs (perf-event uprobes).
     pub const ALL: &[&str] = &[
         GC_CYCLE_START,
         GC_CYCLE_END,

@@ -17,11 +17,11 @@ fn every_named_map_and_program_loads_and_attaches() {
     }
     let all: Vec<_> = programs::ALL.iter().collect();
     assert_eq!(
-        all.len() + uprobes::ALL.len(),
+        all.len() + uprobes::ALL.len() + 1, // + the dispatcher
         ebpf.programs().count(),
         "a program in the object has no name constant"
     );
-    for name in uprobes::ALL {
+    for name in uprobes::ALL.iter().chain([&uprobes::DISPATCH]) {
         let program: &mut UProbe = ebpf
             .program_mut(name)
             .unwrap_or_else(|| panic!("program `{name}` missing"))
@@ -56,8 +56,12 @@ fn shared_struct_sizes_match_the_header() {
 fn program_names_fit_the_kernels_15_characters_and_stay_unique() {
     // The kernel keeps BPF_OBJ_NAME_LEN - 1 = 15 characters of a program name
     // (bpftool prog, bpf_stats): longer names would be cut and could collide.
-    let names: Vec<&str> =
-        programs::ALL.iter().map(|p| p.program).chain(uprobes::ALL.iter().copied()).collect();
+    let names: Vec<&str> = programs::ALL
+        .iter()
+        .map(|p| p.program)
+        .chain(uprobes::ALL.iter().copied())
+        .chain([uprobes::DISPATCH])
+        .collect();
     for name in &names {
         assert!(name.len() <= 15, "{name} is longer than 15 characters");
         assert!(name.starts_with("golens_"), "{name}: the prefix tells whose program it is");
@@ -66,4 +70,14 @@ fn program_names_fit_the_kernels_15_characters_and_stay_unique() {
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), names.len(), "duplicate program names: {names:?}");
+}
+
+#[test]
+fn every_uprobe_program_has_a_dispatch_cookie() {
+    let mut cookies: Vec<u64> =
+        uprobes::ALL.iter().map(|p| uprobes::cookie(p).expect("cookie")).collect();
+    cookies.sort_unstable();
+    cookies.dedup();
+    assert_eq!(cookies.len(), uprobes::ALL.len(), "cookies are distinct");
+    assert!(!cookies.contains(&0), "0 is what a point without a cookie reads");
 }

@@ -2,9 +2,10 @@
 //! executable file, for every process that runs it, and the kernel filters
 //! on the `tracked` map. Cost grows with distinct binaries, not processes.
 //!
-//! - Links: one `uprobe_multi` link per probe per binary where the kernel has
-//!   them (6.6+, see `multi`), else one perf-event uprobe per point
-//!   (`AttachMode::PerfEvent`). Either way no link belongs to a process.
+//! - Links: one `uprobe_multi` link per binary where the kernel has them
+//!   (6.6+, see `multi`): every point of every probe, the attach cookie
+//!   telling the one program which probe a point is. Else one perf-event
+//!   uprobe per point (`AttachMode::PerfEvent`). No link belongs to a process.
 //! - Lifetime: a binary's probes stay while a watched process runs it, plus
 //!   `linger` after the last one leaves, so a restart or a crash loop
 //!   reattaches nothing (and exec tracking keeps working for it).
@@ -31,7 +32,7 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData},
     programs::uprobe::UProbeLink,
 };
-use golens_ebpf::BinaryKey;
+use golens_ebpf::{uprobes, BinaryKey};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
@@ -48,7 +49,7 @@ use multi::MultiPrograms;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttachMode {
-    /// One BPF `uprobe_multi` link per probe per binary (kernel 6.6+).
+    /// One BPF `uprobe_multi` link per binary (kernel 6.6+).
     UprobeMulti,
     /// One perf-event uprobe per point per binary (older kernels).
     PerfEvent,
@@ -57,7 +58,7 @@ pub enum AttachMode {
 impl AttachMode {
     pub fn describe(self) -> &'static str {
         match self {
-            AttachMode::UprobeMulti => "uprobe_multi links, one per probe per binary",
+            AttachMode::UprobeMulti => "uprobe_multi links, one per binary",
             AttachMode::PerfEvent => {
                 "perf-event uprobes, one per point per binary (kernel < 6.6: no uprobe_multi)"
             }
@@ -262,48 +263,90 @@ impl ProbeRegistry {
         if let Some(warning) = &plan.warning {
             warn!(exe, "{warning}");
         }
-        let mut statuses = Vec::new();
-        let mut links = Vec::new();
-        for planned in &plan.probes {
-            let result = planned.points.clone().and_then(|points| {
-                let offsets: Vec<u64> = points.iter().map(|p| p.file_offset).collect();
-                let attached = self.attach_points(planned.program, path, &offsets)?;
-                links.extend(attached);
-                Ok(points.len())
-            });
-            if let Err(reason) = &result {
-                warn!(exe, probe = planned.name, %reason, "runtime probe not attached");
-            }
-            statuses.push(planned.status(result));
-        }
+        let (outcomes, links) = match &self.multi {
+            Some(multi) => attach_dispatch(multi, path, plan),
+            None => self.attach_perf(path, plan),
+        };
+        let statuses: Vec<ProbeStatus> = plan
+            .probes
+            .iter()
+            .zip(outcomes)
+            .map(|(planned, outcome)| {
+                if let Err(reason) = &outcome {
+                    warn!(exe, probe = planned.name, %reason, "runtime probe not attached");
+                }
+                planned.status(outcome)
+            })
+            .collect();
         let attached = statuses.iter().filter(|s| s.attached).count();
         info!(exe, runtime_probes = attached, mode = ?self.mode(), "attached a Go binary");
         (statuses, links)
     }
 
-    fn attach_points(
-        &mut self,
-        program: &'static str,
-        path: &Path,
-        offsets: &[u64],
-    ) -> Result<Vec<Link>, String> {
-        if let Some(multi) = &self.multi {
-            return multi
-                .attach(program, path, offsets)
-                .map(|fd| vec![Link::Multi(fd)])
-                .map_err(|e| e.to_string());
-        }
+    /// Perf-event uprobes: one link per point, each probe's program its own.
+    fn attach_perf(&mut self, path: &Path, plan: &Plan) -> (Vec<Result<usize, String>>, Vec<Link>) {
         let mut links = Vec::new();
-        for &offset in offsets {
-            match self.kernel.attach_uprobe(program, path, offset) {
-                Ok(link) => links.push(Link::Perf(link)),
-                Err(error) => {
-                    self.detacher.detach(links);
-                    return Err(format!("attaching at file offset {offset:#x}: {error}"));
+        let outcomes = plan
+            .probes
+            .iter()
+            .map(|planned| {
+                let points = planned.points.clone()?;
+                let mut probe_links = Vec::new();
+                for point in &points {
+                    match self.kernel.attach_uprobe(planned.program, path, point.file_offset) {
+                        Ok(link) => probe_links.push(Link::Perf(link)),
+                        Err(error) => {
+                            self.detacher.detach(probe_links);
+                            return Err(format!(
+                                "attaching at file offset {:#x}: {error}",
+                                point.file_offset
+                            ));
+                        }
+                    }
+                }
+                links.extend(probe_links);
+                Ok(points.len())
+            })
+            .collect();
+        (outcomes, links)
+    }
+}
+
+/// uprobe_multi: every point of every probe in one link of the dispatch
+/// program, each point's cookie naming its probe.
+fn attach_dispatch(
+    multi: &MultiPrograms,
+    path: &Path,
+    plan: &Plan,
+) -> (Vec<Result<usize, String>>, Vec<Link>) {
+    let mut offsets = Vec::new();
+    let mut cookies = Vec::new();
+    let mut outcomes: Vec<Result<usize, String>> = plan
+        .probes
+        .iter()
+        .map(|planned| {
+            let points = planned.points.clone()?;
+            let cookie = uprobes::cookie(planned.program).ok_or_else(|| {
+                format!("{} has no dispatch cookie (build mismatch)", planned.program)
+            })?;
+            offsets.extend(points.iter().map(|p| p.file_offset));
+            cookies.extend(std::iter::repeat_n(cookie, points.len()));
+            Ok(points.len())
+        })
+        .collect();
+    if offsets.is_empty() {
+        return (outcomes, Vec::new());
+    }
+    match multi.attach(uprobes::DISPATCH, path, &offsets, &cookies) {
+        Ok(fd) => (outcomes, vec![Link::Multi(fd)]),
+        Err(error) => {
+            for outcome in &mut outcomes {
+                if outcome.is_ok() {
+                    *outcome = Err(error.to_string());
                 }
             }
+            (outcomes, Vec::new())
         }
-        Ok(links)
     }
 }
 

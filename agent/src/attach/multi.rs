@@ -96,15 +96,18 @@ impl MultiPrograms {
     }
 
     /// Attaches `program` at every file offset of `points` in `binary`, for
-    /// every process that runs it. Dropping the returned fd detaches.
+    /// every process that runs it; `cookies` (one per point, or empty) are
+    /// what `bpf_get_attach_cookie` returns there. Dropping the returned fd
+    /// detaches.
     pub fn attach(
         &self,
         program: &str,
         binary: &Path,
         points: &[u64],
+        cookies: &[u64],
     ) -> Result<OwnedFd, MultiError> {
         let fd = self.fds.get(program).ok_or_else(|| MultiError::MissingProgram(program.into()))?;
-        link_create(fd.as_raw_fd(), binary, points)
+        link_create(fd.as_raw_fd(), binary, points, cookies)
     }
 
     /// Whether this kernel creates uprobe_multi links, asked the way libbpf
@@ -112,7 +115,7 @@ impl MultiPrograms {
     /// attach type is known, and with EINVAL or EOPNOTSUPP where it is not.
     pub fn kernel_supports_links(&self) -> bool {
         let Some(fd) = self.fds.values().next() else { return false };
-        match link_create(fd.as_raw_fd(), Path::new("/"), &[0]) {
+        match link_create(fd.as_raw_fd(), Path::new("/"), &[0], &[]) {
             Ok(_) => true,
             Err(MultiError::Link { source, .. }) => source.raw_os_error() == Some(libc::EBADF),
             Err(_) => false,
@@ -232,7 +235,12 @@ fn load_program(
     }
 }
 
-fn link_create(prog_fd: RawFd, binary: &Path, points: &[u64]) -> Result<OwnedFd, MultiError> {
+fn link_create(
+    prog_fd: RawFd,
+    binary: &Path,
+    points: &[u64],
+    cookies: &[u64],
+) -> Result<OwnedFd, MultiError> {
     use std::os::unix::ffi::OsStrExt;
     let error = |source| MultiError::Link {
         path: binary.display().to_string(),
@@ -246,6 +254,7 @@ fn link_create(prog_fd: RawFd, binary: &Path, points: &[u64]) -> Result<OwnedFd,
         attach_type: BPF_TRACE_UPROBE_MULTI,
         path: path.as_ptr() as u64,
         offsets: points.as_ptr() as u64,
+        cookies: if cookies.len() == points.len() { cookies.as_ptr() as u64 } else { 0 },
         cnt: points.len() as u32,
         pid: 0, // every process that runs the binary; handlers filter on `tracked`
         ..Default::default()

@@ -189,7 +189,7 @@ impl KernelSide {
             &self.ebpf,
             &self.btf,
             &[(golens_ebpf::PIDNS_TRANSLATE_GLOBAL, &translate)],
-            uprobes::ALL,
+            &[uprobes::DISPATCH],
         )
         .map_err(|e| e.to_string())?;
         if !multi.kernel_supports_links() {
