@@ -133,6 +133,7 @@ fn load_and_attach(
             None
         }
     };
+    kernel.release_btf();
     let (mut maps, known_binaries, proc_events) = kernel.take_maps()?;
     configure_exec_tracking(&mut maps, filter)?;
     // With --pid only the named processes are watched: no exec is tracked.

@@ -77,6 +77,12 @@ pub(crate) fn parse<'d>(
     })
 }
 
+/// Whether `section` holds build info: exactly when `parse` returns `Some`, which needs only
+/// the magic and the header after it (never the pointed-to strings). What makes a file Go.
+pub(crate) fn is_present(section: &[u8]) -> bool {
+    parse(section, |_, _| None).is_some()
+}
+
 /// Reads one uvarint-length-prefixed byte string and advances `rest` past it.
 fn read_inline_bytes<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     let (len, used) = read_uvarint(rest)?;

@@ -3,13 +3,18 @@
 //! are. Only 64-bit little-endian x86-64 executables are accepted: that is the only target the
 //! probes and the register ABI decoding are written for.
 //!
-//! Everything here works on a borrowed `&[u8]` (the mmap of the file) and never copies it.
+//! `ElfLayout::parse` reads through `object::ReadRef`: the whole file in memory (`&[u8]`), or
+//! a `FileReader` behind an `object::ReadCache`, which reads only the header, the program and
+//! section header tables and the section names (how a non-Go file is rejected cheaply). The
+//! other functions work on the file's bytes in memory.
 
 use std::ops::Range;
 
-use object::elf::{EM_X86_64, ET_DYN, ET_EXEC, PF_X, PT_LOAD, SHT_NOBITS, SHT_SYMTAB, STT_FUNC};
+use object::elf::{
+    EM_X86_64, ET_DYN, ET_EXEC, PF_X, PT_LOAD, SHT_NOBITS, SHT_STRTAB, SHT_SYMTAB, STT_FUNC,
+};
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader, Sym};
-use object::LittleEndian;
+use object::{LittleEndian, ReadRef, SectionIndex};
 
 type Header = object::elf::FileHeader64<LittleEndian>;
 
@@ -53,8 +58,13 @@ pub(crate) struct ElfLayout {
 impl ElfLayout {
     /// Checks that `data` is an ELF executable golens can read and records its layout.
     /// The error is a reason for `TargetError::Elf`, written for a person.
-    pub fn parse(data: &[u8]) -> Result<ElfLayout, String> {
-        check_ident(data)?;
+    pub fn parse<'d, R: ReadRef<'d>>(data: R) -> Result<ElfLayout, String> {
+        let file_len = data.len().map_err(|()| "cannot tell the file's size".to_string())?;
+        let file_len = usize::try_from(file_len).map_err(|_| "file too large".to_string())?;
+        let ident = data
+            .read_bytes_at(0, file_len.min(64) as u64)
+            .map_err(|()| "cannot read the ELF header".to_string())?;
+        check_ident(ident)?;
         let header = Header::parse(data).map_err(|e| format!("bad ELF header: {e}"))?;
         let endian = LittleEndian;
         let machine = header.e_machine(endian);
@@ -103,7 +113,7 @@ impl ElfLayout {
                 continue;
             };
             let Some(file_range) =
-                checked_range(section.sh_offset(endian), section.sh_size(endian), data.len())
+                checked_range(section.sh_offset(endian), section.sh_size(endian), file_len)
             else {
                 continue;
             };
@@ -181,7 +191,8 @@ pub(crate) fn checked_range(offset: u64, len: u64, available: usize) -> Option<R
     (end <= available).then_some(start..end)
 }
 
-/// The e_ident checks, with reasons a person can act on.
+/// The e_ident checks, with reasons a person can act on. `data` is the file's first 64 bytes
+/// (or all of it, when shorter).
 fn check_ident(data: &[u8]) -> Result<(), String> {
     const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
     if data.len() < 4 || &data[..4] != ELF_MAGIC {
@@ -226,12 +237,38 @@ pub(crate) fn symtab_symbol(data: &[u8], name: &str, st_type: Option<u8>) -> Opt
     })
 }
 
+/// The file range of the string table that names `.symtab`'s symbols, as `object` finds it
+/// for `symtab_symbol` (the first `SHT_SYMTAB` section, its `sh_link`, an `SHT_STRTAB`).
+/// None when there is none inside the file: then no `.symtab` symbol has a name.
+pub(crate) fn symtab_names<'d, R: ReadRef<'d>>(data: R) -> Option<Range<u64>> {
+    let endian = LittleEndian;
+    let header = Header::parse(data).ok()?;
+    let table = header.sections(endian, data).ok()?;
+    let symtab = table.iter().find(|s| s.sh_type(endian) == SHT_SYMTAB)?;
+    let link = SectionIndex(usize::try_from(symtab.sh_link(endian)).ok()?);
+    if link.0 == 0 {
+        return None;
+    }
+    let strings = table.section(link).ok()?;
+    if strings.sh_type(endian) != SHT_STRTAB {
+        return None;
+    }
+    let start = strings.sh_offset(endian);
+    let end = start.checked_add(strings.sh_size(endian))?;
+    (end <= data.len().ok()?).then_some(start..end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn segment(vaddr: u64, file_offset: u64, file_size: u64, executable: bool) -> LoadSegment {
         LoadSegment { vaddr, file_offset, file_size, executable }
+    }
+
+    /// `ElfLayout::parse` of bytes in memory.
+    fn parse(data: &[u8]) -> Result<ElfLayout, String> {
+        ElfLayout::parse(data)
     }
 
     fn layout(segments: Vec<LoadSegment>) -> ElfLayout {
@@ -288,24 +325,24 @@ mod tests {
 
     #[test]
     fn rejects_non_elf_and_foreign_elf() {
-        assert!(ElfLayout::parse(b"").unwrap_err().contains("no ELF magic"));
-        assert!(ElfLayout::parse(b"#!/bin/sh\necho hi\n").unwrap_err().contains("no ELF magic"));
-        assert!(ElfLayout::parse(b"\x7fELF\x02\x01\x01").unwrap_err().contains("truncated"));
+        assert!(parse(b"").unwrap_err().contains("no ELF magic"));
+        assert!(parse(b"#!/bin/sh\necho hi\n").unwrap_err().contains("no ELF magic"));
+        assert!(parse(b"\x7fELF\x02\x01\x01").unwrap_err().contains("truncated"));
         let mut ident = vec![0u8; 64];
         ident[..4].copy_from_slice(b"\x7fELF");
         ident[4] = 1;
         ident[5] = 1;
-        assert!(ElfLayout::parse(&ident).unwrap_err().contains("32-bit"));
+        assert!(parse(&ident).unwrap_err().contains("32-bit"));
         ident[4] = 2;
         ident[5] = 2;
-        assert!(ElfLayout::parse(&ident).unwrap_err().contains("big-endian"));
+        assert!(parse(&ident).unwrap_err().contains("big-endian"));
         // Right class and encoding, but version 0 and machine 0: rejected, no panic.
         ident[5] = 1;
-        assert!(ElfLayout::parse(&ident).is_err());
+        assert!(parse(&ident).is_err());
         ident[6] = 1; // EV_CURRENT
         ident[16] = 2; // ET_EXEC
         ident[18] = 3; // EM_386
-        assert!(ElfLayout::parse(&ident).unwrap_err().contains("not x86-64"));
+        assert!(parse(&ident).unwrap_err().contains("not x86-64"));
     }
 
     #[test]

@@ -2,9 +2,14 @@
 //! built it, and (for the runtime probes) where its functions are and where on them a uprobe
 //! may go.
 //!
-//! The file is memory-mapped, never copied (production binaries are 10-100 MB), and kept
-//! mapped for as long as the `GoBinary` (or a clone of it) lives.
+//! The file is read with `pread`, never mapped: a shared mapping of a file that a deploy
+//! truncates raises SIGBUS in the agent. Whether a file is Go is decided from its headers
+//! (`classify`: a few KiB read for a non-Go file, whatever its size); a Go binary is then
+//! copied whole into memory, and everything is parsed from that copy, so a `GoBinary` answers
+//! the same whatever happens to the file afterwards.
 //!
+//! - `file_reader`: positioned reads, with a check that the file did not shrink
+//! - `classify`: Go or not, from the headers
 //! - `elf`: segments, sections, virtual address -> file offset
 //! - `buildinfo`: `.go.buildinfo` (Go version, module path)
 //! - `pclntab`: the Go function table (for binaries without `.symtab`)
@@ -13,22 +18,23 @@
 
 mod attach_points;
 mod buildinfo;
+mod classify;
 mod elf;
+mod file_reader;
 pub mod fuzzing;
 mod pclntab;
 mod symbols;
 
+#[cfg(test)]
+mod file_change_tests;
 #[cfg(test)]
 pub(crate) mod go_toolchain;
 #[cfg(test)]
 mod real_binaries_tests;
 
 use std::fmt;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use memmap2::Mmap;
 
 #[cfg(test)]
 pub use attach_points::is_return;
@@ -41,7 +47,9 @@ pub use symbols::Function;
 #[cfg(test)]
 pub use symbols::SymbolSource;
 
+use classify::{ClassifyError, Verdict, PCLNTAB_SECTIONS};
 use elf::ElfLayout;
+use file_reader::FileReader;
 use symbols::PclntabLocation;
 
 /// What golens knows about one Go executable.
@@ -58,28 +66,10 @@ pub struct GoBinary {
     image: Arc<Image>,
 }
 
-/// The bytes of the binary: mapped from a file (always, in the agent), or
-/// owned (fuzzing and tests build binaries in memory).
-enum Bytes {
-    Mapped(Mmap),
-    Owned(Vec<u8>),
-}
-
-impl std::ops::Deref for Bytes {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            Bytes::Mapped(map) => map,
-            Bytes::Owned(bytes) => bytes,
-        }
-    }
-}
-
-/// The mapped file and what was parsed from it once.
+/// The binary's bytes (a copy: never a mapping of the file) and what was parsed from them once.
 struct Image {
     path: PathBuf,
-    map: Bytes,
+    bytes: Vec<u8>,
     layout: ElfLayout,
     pclntab: Option<PclntabLocation>,
 }
@@ -97,31 +87,43 @@ pub enum TargetError {
 impl GoBinary {
     /// Reads the executable at `path` (often `/proc/PID/exe`, which works even when the file
     /// was deleted or lives in another mount namespace: the kernel hands us the open inode).
+    ///
+    /// A non-Go file is rejected from its headers (`classify`); a Go one is copied into memory
+    /// (at most `file_reader::MAX_GO_BINARY_BYTES`). A file that shrinks or changes size while
+    /// being read is an `Io` error (`UnexpectedEof`): worth retrying once the writer is done.
     pub fn open(path: &Path) -> Result<GoBinary, TargetError> {
+        let reader = FileReader::open(path)
+            .map_err(|source| TargetError::Io { path: path.to_path_buf(), source })?;
+        Self::from_reader(path, &reader)
+    }
+
+    /// `open` on an already open file (tests count what it reads).
+    fn from_reader(path: &Path, reader: &FileReader) -> Result<GoBinary, TargetError> {
         let io_error = |source| TargetError::Io { path: path.to_path_buf(), source };
         let elf_error = |reason: String| TargetError::Elf { path: path.to_path_buf(), reason };
-        let file = File::open(path).map_err(io_error)?;
-        let len = file.metadata().map_err(io_error)?.len();
-        if len == 0 {
+        if reader.len() == 0 {
             return Err(elf_error("empty file".to_string()));
         }
-        // SAFETY: the mapping is private and read-only. A file that is being executed cannot be
-        // written (ETXTBSY), which covers the `/proc/PID/exe` case; if some other file is
-        // truncated under us, reads fault as with any mmap, which every parser here tolerates
-        // no worse than a read error.
-        let map = unsafe { Mmap::map(&file) }.map_err(io_error)?;
-        Self::parse(path, Bytes::Mapped(map))
+        match classify::classify(reader) {
+            Ok(Verdict::NotGo) => return Err(TargetError::NotGo { path: path.to_path_buf() }),
+            Ok(Verdict::Go | Verdict::WholeFileDecides) => {}
+            Err(ClassifyError::Elf(reason)) => return Err(elf_error(reason)),
+            Err(ClassifyError::Io(source)) => return Err(io_error(source)),
+        }
+        Self::parse(path, reader.read_all().map_err(io_error)?)
     }
 
     /// Reads a binary held in memory (`path` only names it in errors): what the
     /// fuzz targets feed arbitrary bytes to.
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<GoBinary, TargetError> {
-        Self::parse(path, Bytes::Owned(bytes))
+        Self::parse(path, bytes)
     }
 
-    fn parse(path: &Path, map: Bytes) -> Result<GoBinary, TargetError> {
+    /// Everything golens knows about a binary, from its bytes. The definition of Go that
+    /// `classify` decides from the headers alone is this function's.
+    fn parse(path: &Path, bytes: Vec<u8>) -> Result<GoBinary, TargetError> {
         let elf_error = |reason: String| TargetError::Elf { path: path.to_path_buf(), reason };
-        let data: &[u8] = &map;
+        let data: &[u8] = &bytes;
 
         let layout = ElfLayout::parse(data).map_err(elf_error)?;
         let build_info = layout.section(".go.buildinfo").and_then(|section| {
@@ -145,9 +147,8 @@ impl GoBinary {
             }
             None => None,
         };
-        let has_pclntab_section = [".gopclntab", ".data.rel.ro.gopclntab"]
-            .iter()
-            .any(|name| layout.section(name).is_some());
+        let has_pclntab_section =
+            PCLNTAB_SECTIONS.iter().any(|name| layout.section(name).is_some());
         if build_info.is_none() && pclntab.is_none() && !has_pclntab_section {
             return Err(TargetError::NotGo { path: path.to_path_buf() });
         }
@@ -158,7 +159,7 @@ impl GoBinary {
             module_path: build_info.module_path(),
             stripped: !layout.has_symtab,
             pie: layout.pie,
-            image: Arc::new(Image { path: path.to_path_buf(), map, layout, pclntab }),
+            image: Arc::new(Image { path: path.to_path_buf(), bytes, layout, pclntab }),
         })
     }
 
@@ -189,7 +190,7 @@ impl GoBinary {
         if !self.image.layout.has_symtab {
             return None;
         }
-        let mut function = symbols::symtab_function(&self.image.map, name)?;
+        let mut function = symbols::symtab_function(&self.image.bytes, name)?;
         if function.size == 0 {
             let from_pclntab =
                 self.pclntab_function(name).filter(|f| f.address == function.address);
@@ -200,13 +201,13 @@ impl GoBinary {
 
     /// The function as the pclntab has it (works on stripped binaries).
     pub fn pclntab_function(&self, name: &str) -> Option<Function> {
-        self.image.pclntab.as_ref()?.function(&self.image.map, &self.image.layout, name)
+        self.image.pclntab.as_ref()?.function(&self.image.bytes, &self.image.layout, name)
     }
 
     #[cfg(test)]
     /// The function containing `address`, from the pclntab (e.g. to name a call target).
     pub fn function_at(&self, address: u64) -> Option<Function> {
-        self.image.pclntab.as_ref()?.function_at(&self.image.map, address)
+        self.image.pclntab.as_ref()?.function_at(&self.image.bytes, address)
     }
 
     #[cfg(test)]
@@ -215,7 +216,7 @@ impl GoBinary {
     pub fn functions_named(&self, name: &str) -> Vec<Function> {
         let mut found: Vec<Function> = self.symtab_function(name).into_iter().collect();
         if let Some(pclntab) = &self.image.pclntab {
-            found.extend(pclntab.functions(&self.image.map, name));
+            found.extend(pclntab.functions(&self.image.bytes, name));
         }
         found
     }
@@ -226,9 +227,9 @@ impl GoBinary {
         self.image.layout.code_file_offset(address)
     }
 
-    /// The machine code of `function`, borrowed from the mapping.
+    /// The machine code of `function`, borrowed from the binary's bytes.
     pub fn function_code(&self, function: &Function) -> Result<&[u8], AddressError> {
-        self.image.layout.code_bytes(&self.image.map, function.address, function.size)
+        self.image.layout.code_bytes(&self.image.bytes, function.address, function.size)
     }
 
     /// The entry probe point of `function`: its stack-check branch, never its first byte.

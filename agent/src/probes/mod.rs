@@ -40,6 +40,8 @@ pub enum ProbeError {
     NotLoaded { program: &'static str },
     #[error("pid namespace: {0}")]
     PidNamespace(String),
+    #[error("the kernel's BTF was released after start: no program can be loaded now")]
+    BtfReleased,
 }
 
 /// Where the kernel's BTF comes from.
@@ -67,7 +69,9 @@ pub struct KernelMaps {
 /// The loaded object: keeps programs (and so their links) alive while it lives.
 pub struct KernelSide {
     ebpf: Ebpf,
-    btf: Btf,
+    /// The kernel's BTF, parsed (~25 MB of heap): needed while programs are
+    /// loaded, released once they are (`release_btf`).
+    btf: Option<Btf>,
     /// Whether pids are translated into golens' pid namespace (load-time global).
     pidns_translate: u32,
     /// program name -> attached?
@@ -85,7 +89,7 @@ impl KernelSide {
             .map_max_entries(maps::SCHED_STATS, max_tracked)
             .map_max_entries(maps::GO_STATS, max_tracked)
             .load(golens_ebpf::OBJECT)?;
-        Ok(KernelSide { ebpf, btf, pidns_translate, attached: BTreeMap::new() })
+        Ok(KernelSide { ebpf, btf: Some(btf), pidns_translate, attached: BTreeMap::new() })
     }
 
     /// Loads and attaches one tp_btf program; records the outcome.
@@ -107,7 +111,8 @@ impl KernelSide {
             .ok_or(ProbeError::Missing { kind: "program", name: spec.program })?
             .try_into()
             .map_err(attach_error)?;
-        program.load(spec.tracepoint, &self.btf).map_err(attach_error)?;
+        let btf = self.btf.as_ref().ok_or(ProbeError::BtfReleased)?;
+        program.load(spec.tracepoint, btf).map_err(attach_error)?;
         program.attach().map_err(attach_error)?;
         Ok(())
     }
@@ -187,7 +192,7 @@ impl KernelSide {
         let multi = MultiPrograms::load(
             golens_ebpf::OBJECT,
             &self.ebpf,
-            &self.btf,
+            self.btf.as_ref().ok_or_else(|| ProbeError::BtfReleased.to_string())?,
             &[(golens_ebpf::PIDNS_TRANSLATE_GLOBAL, &translate)],
             &[uprobes::DISPATCH],
         )
@@ -246,6 +251,14 @@ impl KernelSide {
             .attach(file_offset, binary, UProbeScope::AllProcesses)
             .map_err(|source| ProbeError::Program { program, source })?;
         uprobe.take_link(link).map_err(|source| ProbeError::Program { program, source })
+    }
+
+    /// Frees the parsed kernel BTF once every program is loaded, and gives
+    /// the heap it used back to the system (most of the agent's memory otherwise).
+    pub fn release_btf(&mut self) {
+        self.btf = None;
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe { libc::malloc_trim(0) };
     }
 
     /// Takes the maps userspace works with: (kernel maps, known_binaries, proc_events).
