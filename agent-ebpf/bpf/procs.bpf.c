@@ -9,8 +9,9 @@
  *     new Go process is, by definition, not tracked yet). Expected rate: the
  *     host's exec rate, typically < 100/s. One 32-byte record each, plus a
  *     hash lookup of the executable.
- *   - sched_process_exit: only for tracked tgids; a record when the thread
- *     group leader exits (the process is gone or going).
+ *   - sched_process_exit: every thread exit drops its wakeup_ts entry; for
+ *     tracked tgids, a record when the thread group leader exits (the
+ *     process is gone or going).
  *
  * Tracking from exec: when the exec'd file is in known_binaries (a Go
  * binary golens already probes: userspace adds it when it attaches the
@@ -147,13 +148,17 @@ int BPF_PROG(golens_exec, struct task_struct *task, pid_t old_pid, struct linux_
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(golens_exit, struct task_struct *task)
 {
-	__u32 tgid = task_tgid(task);
 	__u32 pid = task->pid;
+	__u32 tgid;
 
+	/* A thread's pending wakeup timestamp dies with the thread, tracked or
+	 * not: a process untracked while its threads waited (it exec'd a
+	 * non-Go program) leaves entries that its threads' switch-ins no
+	 * longer consume. Thread exits are rare next to switches: cheap. */
+	bpf_map_delete_elem(&wakeup_ts, &pid);
+	tgid = task_tgid(task);
 	if (!is_tracked(tgid))
 		return 0;
-	/* A thread's pending wakeup timestamp dies with the thread. */
-	bpf_map_delete_elem(&wakeup_ts, &pid);
 	if (pid == (__u32)task->tgid)
 		emit_proc_event(GOLENS_PROC_EXIT, tgid, 0, 0);
 	return 0;
