@@ -233,6 +233,7 @@ fn list_reports_what_the_agent_attached() {
     let columns: Vec<&str> = row.expect("a row for the watched pid").split_whitespace().collect();
     assert_eq!(&columns[2..], ["go1.23.9", "yes", "yes", "6/6"], "{text}");
     assert!(text.contains("PROBES (attached)"), "{text}");
+    assert!(text.contains("attach mode: uprobe_multi links, one per binary"), "{text}");
 }
 
 /// A binary deleted on disk after it started (a redeploy) is read and probed

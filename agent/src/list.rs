@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::{bail, Context, Result};
 
 use crate::{
+    attach::AttachMode,
     cli::ListArgs,
     discovery::{procfs, Inspection, Inspector},
     gobinary::GoBinary,
@@ -25,12 +26,18 @@ struct Row {
 }
 
 pub fn list(args: &ListArgs) -> Result<()> {
-    let (rows, verb) = match &args.agent {
-        Some(url) => (rows_from_agent(url, &args.pids)?, "attached"),
-        None => (rows_from_host(&args.pids)?, "would attach"),
+    let (rows, verb, mode) = match &args.agent {
+        Some(url) => {
+            let (rows, mode) = rows_from_agent(url, &args.pids)?;
+            let mode = mode
+                .map_or("unknown (agent too old to say)".to_string(), |m| m.describe().to_string());
+            (rows, "attached", mode)
+        }
+        None => (rows_from_host(&args.pids)?, "would attach", local_attach_mode()),
     };
     let mut out = std::io::stdout().lock();
     render(&mut out, &rows, verb, args.verbose)?;
+    writeln!(out, "attach mode: {mode}")?;
     Ok(())
 }
 
@@ -74,7 +81,27 @@ fn rows_from_host(pids: &[u32]) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-fn rows_from_agent(base_url: &str, pids: &[u32]) -> Result<Vec<Row>> {
+/// What a local agent would use, from the kernel version alone (the agent
+/// itself asks the kernel when it starts).
+fn local_attach_mode() -> String {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = release.trim();
+    let mode = if kernel_has_uprobe_multi(release) {
+        AttachMode::UprobeMulti
+    } else {
+        AttachMode::PerfEvent
+    };
+    format!("{} (kernel {release}, as an agent would attach)", mode.describe())
+}
+
+/// uprobe_multi links arrived in Linux 6.6.
+fn kernel_has_uprobe_multi(release: &str) -> bool {
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok());
+    let (major, minor): (u32, u32) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    (major, minor) >= (6, 6)
+}
+
+fn rows_from_agent(base_url: &str, pids: &[u32]) -> Result<(Vec<Row>, Option<AttachMode>)> {
     let url = format!("{}/api/v1/snapshot", base_url.trim_end_matches('/'));
     let mut response =
         ureq::get(&url).call().with_context(|| format!("asking the agent at {url}"))?;
@@ -84,7 +111,8 @@ fn rows_from_agent(base_url: &str, pids: &[u32]) -> Result<Vec<Row>> {
     if snapshot.agent.collections == 0 {
         bail!("the agent at {base_url} has not collected anything yet (still starting?)");
     }
-    Ok(snapshot
+    let mode = snapshot.agent.attach_mode;
+    let rows = snapshot
         .processes
         .into_iter()
         .filter(|p| pids.is_empty() || pids.contains(&p.pid))
@@ -97,7 +125,8 @@ fn rows_from_agent(base_url: &str, pids: &[u32]) -> Result<Vec<Row>> {
             probes: p.probes,
             warning: None,
         })
-        .collect())
+        .collect();
+    Ok((rows, mode))
 }
 
 fn yes_no(value: bool) -> &'static str {
@@ -187,6 +216,15 @@ mod tests {
         assert!(lines[1].contains("yes") && lines[1].contains("no"));
         assert_eq!(lines[2].trim(), "sysmon_preempt: not attached: inlined");
         assert_eq!(lines.len(), 3, "attached probes are listed only with --verbose");
+    }
+
+    #[test]
+    fn uprobe_multi_from_the_kernel_release() {
+        assert!(kernel_has_uprobe_multi("6.18.44-fc-v669"));
+        assert!(kernel_has_uprobe_multi("6.6.0"));
+        assert!(!kernel_has_uprobe_multi("6.5.13-generic"));
+        assert!(!kernel_has_uprobe_multi("5.15.0-91-generic"));
+        assert!(!kernel_has_uprobe_multi("garbage"));
     }
 
     #[test]
