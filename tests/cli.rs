@@ -27,7 +27,16 @@ fn help_lists_every_run_flag() {
     let output = run(&["run", "--help"]);
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--listen", "--interval", "--pid", "--comm", "--max-processes", "--btf", "--log"] {
+    for flag in [
+        "--listen",
+        "--interval",
+        "--pid",
+        "--comm",
+        "--max-processes",
+        "--btf",
+        "--attach-mode",
+        "--log",
+    ] {
         assert!(help.contains(flag), "`golens run --help` lacks {flag}:\n{help}");
     }
     assert!(help.contains("CAP_BPF"), "help names the capabilities");

@@ -30,10 +30,14 @@ fn pauses(metrics: &Metrics, pid: &str, suffix: &str, keep: impl Fn(&str) -> boo
 }
 
 fn run_matrix_case(version: &str, build: GoBuild) {
+    run_case_attached_as(version, build, "auto");
+}
+
+fn run_case_attached_as(version: &str, build: GoBuild, attach_mode: &str) {
     let binary = build_workload_with("gcburn", version, build);
     let mut workload = GcWorkload::start(&binary, &["-cycles", &CYCLES.to_string()]);
     let pid = workload.pid.clone();
-    let agent = Agent::start(&["--pid", &pid]);
+    let agent = Agent::start(&["--pid", &pid, "--attach-mode", attach_mode]);
 
     // Every probe attached, or the test says which and why.
     let attached = |m: &Metrics| {
@@ -143,6 +147,14 @@ macro_rules! matrix {
 }
 
 const STRIPPED: GoBuild = GoBuild { stripped: true, pie: false, cgo: false };
+
+/// The fallback for kernels without uprobe_multi links (< 6.6): the same
+/// numbers from one perf-event uprobe per point.
+#[test]
+#[ignore = "privileged: attaches uprobes; run `cargo xtask test` as root"]
+fn perf_event_uprobes_measure_the_same() {
+    run_case_attached_as("1.27.3", STRIPPED, "perf-event");
+}
 
 matrix! {
     go1_19_stripped_static: "1.19", STRIPPED;

@@ -93,6 +93,20 @@ pub struct RunArgs {
     /// ship BTF separately).
     #[arg(long, value_name = "FILE", help_heading = "Kernel")]
     pub btf: Option<PathBuf>,
+
+    /// How Go runtime uprobes are attached. auto: one uprobe_multi link per
+    /// binary where the kernel has them (6.6+), else perf-event uprobes (one
+    /// per probe point per binary; slower to stop: ~0.1 s of kernel time per
+    /// point). The other values force one (for troubleshooting).
+    #[arg(long, value_enum, default_value_t = AttachModeArg::Auto, help_heading = "Kernel")]
+    pub attach_mode: AttachModeArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachModeArg {
+    Auto,
+    UprobeMulti,
+    PerfEvent,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +135,7 @@ impl Default for RunArgs {
             interval: Duration::from_secs(5),
             targets: TargetArgs { pids: Vec::new(), comms: Vec::new(), max_processes: 256 },
             btf: None,
+            attach_mode: AttachModeArg::Auto,
         }
     }
 }

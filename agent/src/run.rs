@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     attach::ProbeRegistry,
-    cli::RunArgs,
+    cli::{AttachModeArg, RunArgs},
     collector::Collector,
     discovery::{pidns::ProcView, procfs, Inspection, Inspector, TargetFilter},
     http, preflight,
@@ -66,7 +66,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     });
     info!("serving http://{}/metrics", args.listen);
 
-    let (tracker, ring) = load_and_attach(btf, &view, &filter, args.targets.max_processes)?;
+    let (tracker, ring) =
+        load_and_attach(btf, &view, &filter, args.targets.max_processes, args.attach_mode)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<()>>();
@@ -107,6 +108,7 @@ fn load_and_attach(
     view: &ProcView,
     filter: &TargetFilter,
     max_processes: u32,
+    attach_mode: AttachModeArg,
 ) -> Result<(Tracker, RingBuf<MapData>)> {
     let mut kernel =
         KernelSide::load(btf, max_processes, view).context("loading golens' eBPF programs")?;
@@ -120,13 +122,22 @@ fn load_and_attach(
         warn!(family = "sched", "probe not attached: {failure}");
     }
     kernel.calibrate_pidns(view).context("reading pids in golens' pid namespace")?;
-    let multi = match kernel.load_multi_uprobes() {
+    let multi = match attach_mode {
+        AttachModeArg::PerfEvent => Err("--attach-mode perf-event".to_string()),
+        AttachModeArg::Auto | AttachModeArg::UprobeMulti => kernel.load_multi_uprobes(),
+    };
+    let multi = match multi {
         Ok(multi) => {
             kernel.mark_uprobes_loaded();
             Some(multi)
         }
+        Err(reason) if attach_mode == AttachModeArg::UprobeMulti => {
+            bail!("--attach-mode uprobe-multi: {reason}")
+        }
         Err(reason) => {
-            warn!("uprobe_multi links unavailable ({reason}); attaching one perf-event uprobe per point");
+            warn!(
+                "uprobe_multi links not used ({reason}); attaching one perf-event uprobe per point"
+            );
             for failure in kernel.load_uprobes() {
                 warn!("Go runtime probe program not loaded: {failure}");
             }

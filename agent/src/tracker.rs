@@ -265,6 +265,11 @@ impl Tracker {
             }
             return self.consider(pid, How::Exec, Some(binary));
         }
+        if self.already_adopted(pid) {
+            // The collection's reconcile adopted it before this record came
+            // (or it exec'd the same binary again: the kernel zeroed its stats).
+            return Considered::AlreadyTracked;
+        }
         self.drop_record(pid);
         let considered = self.consider(pid, How::KernelExec, Some(binary));
         if considered != Considered::Tracked {
@@ -272,6 +277,13 @@ impl Tracker {
             self.forget(pid);
         }
         considered
+    }
+
+    /// Whether `pid`'s record is this very process running the file it runs now.
+    fn already_adopted(&self, pid: u32) -> bool {
+        let Some(process) = self.processes.get(&pid) else { return false };
+        procfs::key(pid).is_ok_and(|key| key == process.key)
+            && procfs::exe(pid).is_ok_and(|exe| exe.file_id == process.file)
     }
 
     /// Safety net for lost exec and exit records: drops processes whose pid
