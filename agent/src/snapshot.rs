@@ -180,6 +180,20 @@ mod tests {
     }
 
     #[test]
+    fn count_is_the_sum_of_the_buckets_even_mid_update() {
+        // The kernel bumps a slot, then the sum, then the count: a read in
+        // between sees a count one short of the slots.
+        let mut kernel = golens_ebpf::Hist::default();
+        kernel.slots[12] = 3;
+        kernel.slots[20] = 2;
+        kernel.count = 4;
+        let h = Log2Histogram::from_kernel(&kernel);
+        assert_eq!(h.count, 5);
+        let total: u64 = h.prometheus_buckets(9, 34).iter().map(|b| b.1).sum();
+        assert_eq!(total, h.count, "+Inf bucket == _count");
+    }
+
+    #[test]
     fn upper_bounds_are_powers_of_two_nanoseconds() {
         assert_eq!(Log2Histogram::slot_upper_bound_seconds(0), 2e-9);
         assert_eq!(Log2Histogram::slot_upper_bound_seconds(9), 1024e-9);
