@@ -388,3 +388,34 @@ fn processes_coming_and_going_are_all_probed_and_leak_no_fds() {
     // One HTTP connection may still be open from the last scrape.
     assert!(after <= before + 1, "agent fds {before} -> {after}: probe links leaked");
 }
+
+/// `--probes` switches families off: their metrics are absent (never 0),
+/// the other family's are there.
+#[test]
+#[ignore = "privileged: attaches uprobes; run `cargo xtask test` as root"]
+fn probe_families_switch_off_and_their_metrics_are_absent() {
+    let binary = build_workload_with("gcburn", "1.27.3", STRIPPED);
+    let workload = GcWorkload::start(&binary, &[]);
+    let pid = workload.pid.clone();
+    for (families, present, absent) in [
+        ("sched", "golens_sched_runqueue_latency_seconds_count", "golens_go_gc_cycles_total"),
+        ("goruntime", "golens_go_gc_cycles_total", "golens_sched_runqueue_latency_seconds_count"),
+    ] {
+        let agent = Agent::start(&["--pid", &pid, "--probes", families]);
+        let metrics =
+            agent.wait_for(Duration::from_secs(10), |m| m.has_pid(present, pid.parse().unwrap()));
+        assert!(
+            metrics.value(present, &[("pid", &pid)]).is_some(),
+            "--probes {families}: {present}"
+        );
+        assert!(metrics.value(absent, &[("pid", &pid)]).is_none(), "--probes {families}: {absent}");
+        if families == "sched" {
+            assert_eq!(
+                metrics
+                    .value("golens_probe_attached", &[("pid", &pid), ("probe", "gc_cycle_start")]),
+                Some(0.0)
+            );
+        }
+    }
+    workload.finish();
+}

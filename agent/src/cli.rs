@@ -89,6 +89,14 @@ pub struct RunArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
 
+    /// Probe families to attach, comma-separated: sched (run-queue latency
+    /// and involuntary switches, from scheduler tracepoints), goruntime (GC
+    /// cycles, stop-the-world pauses, sysmon preemptions, from uprobes on the
+    /// Go runtime). Discovery (exec/exit) is always on. Each family's cost is
+    /// in the README.
+    #[arg(long, value_delimiter = ',', default_value = "sched,goruntime", value_name = "FAMILIES")]
+    pub probes: Vec<ProbeFamily>,
+
     /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux (for kernels that
     /// ship BTF separately).
     #[arg(long, value_name = "FILE", help_heading = "Kernel")]
@@ -100,6 +108,13 @@ pub struct RunArgs {
     /// point). The other values force one (for troubleshooting).
     #[arg(long, value_enum, default_value_t = AttachModeArg::Auto, help_heading = "Kernel")]
     pub attach_mode: AttachModeArg,
+}
+
+/// A probe family of `--probes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeFamily {
+    Sched,
+    Goruntime,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -136,6 +151,7 @@ impl Default for RunArgs {
             targets: TargetArgs { pids: Vec::new(), comms: Vec::new(), max_processes: 256 },
             btf: None,
             attach_mode: AttachModeArg::Auto,
+            probes: vec![ProbeFamily::Sched, ProbeFamily::Goruntime],
         }
     }
 }
@@ -171,6 +187,17 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn probe_families_parse_as_a_list() {
+        let cli = Cli::try_parse_from(["golens", "run", "--probes", "sched"]).unwrap();
+        let Some(Command::Run(args)) = cli.command else { panic!("run") };
+        assert_eq!(args.probes, vec![ProbeFamily::Sched]);
+        let cli = Cli::try_parse_from(["golens", "run"]).unwrap();
+        let Some(Command::Run(args)) = cli.command else { panic!("run") };
+        assert_eq!(args.probes, vec![ProbeFamily::Sched, ProbeFamily::Goruntime]);
+        assert!(Cli::try_parse_from(["golens", "run", "--probes", "sched,disk"]).is_err());
     }
 
     #[test]

@@ -70,16 +70,17 @@ impl Collector {
 
 /// The kernel's per-process counters.
 fn read_processes(tracker: &Tracker) -> Vec<ProcessSnapshot> {
+    let sched_on = sched_attached(&tracker.registry.kernel().attached);
     tracker
         .processes()
         .map(|p| {
             let pid = p.key.pid;
             let sched = match tracker.maps.sched_stats.get(&pid, 0) {
-                Ok(stats) => SchedSnapshot {
+                Ok(stats) if sched_on => Some(SchedSnapshot {
                     runqueue_latency: Log2Histogram::from_kernel(&stats.runqueue_latency),
                     involuntary_switches: stats.involuntary_switches,
-                },
-                Err(_) => SchedSnapshot::default(),
+                }),
+                _ => None,
             };
             let go = tracker.maps.go_stats.get(&pid, 0).map(|stats| go_snapshot(&stats));
             ProcessSnapshot {
@@ -97,6 +98,13 @@ fn read_processes(tracker: &Tracker) -> Vec<ProcessSnapshot> {
             }
         })
         .collect()
+}
+
+/// Whether run-queue latency is measured: both wakeups and one sched_switch variant.
+fn sched_attached(attached: &BTreeMap<String, bool>) -> bool {
+    use golens_ebpf::programs::{SCHED, SCHED_SWITCH_VARIANTS};
+    let on = |program: &str| attached.get(program) == Some(&true);
+    SCHED.iter().all(|p| on(p.program)) && SCHED_SWITCH_VARIANTS.iter().any(|p| on(p.program))
 }
 
 /// Kernel-side drop counters, summed over CPUs, by reason.

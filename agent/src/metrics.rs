@@ -196,7 +196,7 @@ fn encode_processes(
             "golens_sched_runqueue_latency_seconds",
             "Time the process's threads waited on a run queue: wakeup or preemption to on-CPU.",
         ),
-        |p| Some(&p.sched.runqueue_latency),
+        |p| p.sched.as_ref().map(|s| &s.runqueue_latency),
     )?;
     encode_process_counters(
         encoder,
@@ -205,7 +205,7 @@ fn encode_processes(
             "golens_sched_involuntary_switches",
             "Times a thread of the process left the CPU while still runnable (preempted).",
         ),
-        |p| Some(p.sched.involuntary_switches),
+        |p| p.sched.as_ref().map(|s| s.involuntary_switches),
     )?;
 
     encode_process_counters(

@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     attach::ProbeRegistry,
-    cli::{AttachModeArg, RunArgs},
+    cli::{AttachModeArg, ProbeFamily, RunArgs},
     collector::Collector,
     discovery::{pidns::ProcView, procfs, Inspection, Inspector, TargetFilter},
     http, preflight,
@@ -66,8 +66,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     });
     info!("serving http://{}/metrics", args.listen);
 
-    let (tracker, ring) =
-        load_and_attach(btf, &view, &filter, args.targets.max_processes, args.attach_mode)?;
+    let (tracker, ring) = load_and_attach(btf, &view, &filter, &args)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<()>>();
@@ -107,22 +106,26 @@ fn load_and_attach(
     btf: aya::Btf,
     view: &ProcView,
     filter: &TargetFilter,
-    max_processes: u32,
-    attach_mode: AttachModeArg,
+    args: &RunArgs,
 ) -> Result<(Tracker, RingBuf<MapData>)> {
-    let mut kernel =
-        KernelSide::load(btf, max_processes, view).context("loading golens' eBPF programs")?;
+    let attach_mode = args.attach_mode;
+    let goruntime = args.probes.contains(&ProbeFamily::Goruntime);
+    let mut kernel = KernelSide::load(btf, args.targets.max_processes, view)
+        .context("loading golens' eBPF programs")?;
     if let Some(failure) = kernel.attach_family(programs::DISCOVERY).into_iter().next() {
         return Err(failure).context("discovery probes are required");
     }
-    for failure in kernel.attach_family(programs::SCHED) {
-        warn!(family = "sched", "probe not attached: {failure}");
-    }
-    if let Err(failure) = kernel.attach_first_of(programs::SCHED_SWITCH_VARIANTS) {
-        warn!(family = "sched", "probe not attached: {failure}");
+    if args.probes.contains(&ProbeFamily::Sched) {
+        for failure in kernel.attach_family(programs::SCHED) {
+            warn!(family = "sched", "probe not attached: {failure}");
+        }
+        if let Err(failure) = kernel.attach_first_of(programs::SCHED_SWITCH_VARIANTS) {
+            warn!(family = "sched", "probe not attached: {failure}");
+        }
     }
     kernel.calibrate_pidns(view).context("reading pids in golens' pid namespace")?;
     let multi = match attach_mode {
+        _ if !goruntime => Err("the goruntime family is off (--probes)".to_string()),
         AttachModeArg::PerfEvent => Err("--attach-mode perf-event".to_string()),
         AttachModeArg::Auto | AttachModeArg::UprobeMulti => kernel.load_multi_uprobes(),
     };
@@ -131,9 +134,10 @@ fn load_and_attach(
             kernel.mark_uprobes_loaded();
             Some(multi)
         }
-        Err(reason) if attach_mode == AttachModeArg::UprobeMulti => {
+        Err(reason) if attach_mode == AttachModeArg::UprobeMulti && goruntime => {
             bail!("--attach-mode uprobe-multi: {reason}")
         }
+        Err(_) if !goruntime => None,
         Err(reason) => {
             warn!(
                 "uprobe_multi links not used ({reason}); attaching one perf-event uprobe per point"
@@ -149,7 +153,11 @@ fn load_and_attach(
     configure_exec_tracking(&mut maps, filter)?;
     // With --pid only the named processes are watched: no exec is tracked.
     let exec_tracking = filter.pids.is_empty();
-    let registry = ProbeRegistry::new(kernel, multi, known_binaries, exec_tracking, BINARY_LINGER);
+    let mut registry =
+        ProbeRegistry::new(kernel, multi, known_binaries, exec_tracking, BINARY_LINGER);
+    if !goruntime {
+        registry.disable_uprobes("the goruntime probe family is off (--probes)");
+    }
     let mut tracker = Tracker::new(registry, maps, filter.clone());
 
     // Follow exec/exit from now on (records wait in the ring buffer), then

@@ -108,7 +108,9 @@ pub struct ProcessSnapshot {
     pub go_version: String,
     pub stripped: bool,
     pub pie: bool,
-    pub sched: SchedSnapshot,
+    /// None when the scheduler probes are not attached (`--probes`, or the
+    /// kernel refused them): absent, never a wrong zero.
+    pub sched: Option<SchedSnapshot>,
     pub go: GoRuntimeSnapshot,
     pub probes: Vec<ProbeStatus>,
 }

@@ -92,6 +92,8 @@ pub struct ProbeRegistry {
     binaries: HashMap<FileIdentity, AttachedBinary>,
     linger: Duration,
     detacher: Detacher,
+    /// Why no uprobe is attached at all (`--probes` without goruntime).
+    uprobes_off: Option<&'static str>,
 }
 
 /// What the registry holds, for self-metrics.
@@ -122,7 +124,13 @@ impl ProbeRegistry {
             binaries: HashMap::new(),
             linger,
             detacher: Detacher::start(),
+            uprobes_off: None,
         }
+    }
+
+    /// Attaches no uprobe; every probe's status says `why`.
+    pub fn disable_uprobes(&mut self, why: &'static str) {
+        self.uprobes_off = Some(why);
     }
 
     pub fn mode(&self) -> AttachMode {
@@ -260,6 +268,10 @@ impl ProbeRegistry {
         exe: &str,
         plan: &Plan,
     ) -> (Vec<ProbeStatus>, Vec<Link>) {
+        if let Some(why) = self.uprobes_off {
+            let statuses = plan.probes.iter().map(|p| p.status(Err(why.to_string()))).collect();
+            return (statuses, Vec::new());
+        }
         if let Some(warning) = &plan.warning {
             warn!(exe, "{warning}");
         }
