@@ -35,6 +35,7 @@ fn help_lists_every_run_flag() {
         "--max-processes",
         "--btf",
         "--attach-mode",
+        "--probes",
         "--log",
     ] {
         assert!(help.contains(flag), "`golens run --help` lacks {flag}:\n{help}");
