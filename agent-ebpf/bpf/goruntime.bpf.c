@@ -8,9 +8,13 @@
  *     `cmp sp, g.stackguard`), never on its first byte: the kernel emulates
  *     the branch (~1 us) but single-steps the cmp (~15 us). Register
  *     arguments are still live there.
- *   - "return" probes sit on every RET instruction. Never uretprobes: Go
- *     moves goroutine stacks and a hijacked return address crashes the
- *     target. RET is single-stepped, so only rare functions get them.
+ *   - "moment" probes sit on a CALL (or a conditional branch) at the moment
+ *     the runtime itself takes its clock (see agent/src/goruntime/mod.rs
+ *     for each, per Go version): the kernel emulates those too, so no probe
+ *     is single-stepped inside a pause. RET (single-stepped, ~15 us) is only
+ *     a fallback for binaries where such a call is not found. Never
+ *     uretprobes: Go moves goroutine stacks and a hijacked return address
+ *     crashes the target.
  *   - the sysmon probe sits on the CALL to preemptone inside retake.
  *
  * Morestack double hit: when the stack must grow, the stack-check branch is
@@ -99,13 +103,24 @@ static __always_inline int on_gcstart(struct pt_regs *regs)
 	return 0;
 }
 
-/* Every RET of runtime.gcMarkTermination: the cycle's mark termination is done. */
+/* The CALL time.now in runtime.gcMarkTermination, right after its `now :=
+ * nanotime()`: where the runtime ends the cycle (work.tEnd) and the
+ * mark-termination pause. The world stays stopped for the runtime's
+ * bookkeeping until startTheWorldWithSema: that tail is timed apart.
+ * (Fallback site, every RET: the pause has already ended at wakep.) */
 static __always_inline int on_gcend(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats = current_go_stats();
+	__u64 reason;
 
-	if (stats)
-		record_since(&stats->cycle_started_ns, &stats->gc_cycle_duration, true);
+	if (!stats)
+		return 0;
+	record_since(&stats->cycle_started_ns, &stats->gc_cycle_duration, true);
+	reason = stats->stw_reason;
+	if (reason >= GOLENS_STW_REASONS)
+		reason = 0;
+	if (record_since(&stats->stw_started_ns, &stats->stw_pause[reason], true))
+		stats->tail_started_ns = bpf_ktime_get_ns();
 	return 0;
 }
 
@@ -117,6 +132,7 @@ static __always_inline int stw_stop_entry(struct pt_regs *regs, __u64 reason)
 		return 0;
 	__sync_fetch_and_add(&stats->stw_stops, 1);
 	stats->stw_reason = reason < GOLENS_STW_REASONS ? reason : 0;
+	stats->tail_started_ns = 0;
 	stats->stw_started_ns = bpf_ktime_get_ns();
 	return 0;
 }
@@ -134,17 +150,27 @@ static __always_inline int on_stwstop(struct pt_regs *regs)
 	return stw_stop_entry(regs, 0);
 }
 
-/* Every RET of runtime.stopTheWorldWithSema: the world is stopped. */
+/* The world is stopped: in stopTheWorldWithSema, the CALLs recording its
+ * own stopping time (Go 1.22+), or its final sanity-check branch (older). */
 static __always_inline int on_stwdown(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats = current_go_stats();
+	__u64 reason;
 
-	if (stats && !record_since(&stats->stw_started_ns, &stats->stw_time_to_stop, false))
+	if (!stats)
+		return 0;
+	reason = stats->stw_reason;
+	if (reason >= GOLENS_STW_REASONS)
+		reason = 0;
+	if (!record_since(&stats->stw_started_ns, &stats->stw_time_to_stop[reason], false))
 		__sync_fetch_and_add(&stats->stw_unpaired, 1);
 	return 0;
 }
 
-/* Every RET of runtime.startTheWorldWithSema: the pause is over. */
+/* The CALL runtime.wakep in startTheWorldWithSema, right after the
+ * `nanotime()` where the runtime ends a pause (and before its clean-up):
+ * ends the pause still open, or the tail of a mark termination whose
+ * pause gcMarkTermination already ended. */
 static __always_inline int on_stwup(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats = current_go_stats();
@@ -155,7 +181,9 @@ static __always_inline int on_stwup(struct pt_regs *regs)
 	reason = stats->stw_reason;
 	if (reason >= GOLENS_STW_REASONS)
 		reason = 0;
-	if (!record_since(&stats->stw_started_ns, &stats->stw_pause[reason], true))
+	if (record_since(&stats->stw_started_ns, &stats->stw_pause[reason], true))
+		return 0;
+	if (!record_since(&stats->tail_started_ns, &stats->stw_tail, true))
 		__sync_fetch_and_add(&stats->stw_unpaired, 1);
 	return 0;
 }

@@ -61,13 +61,15 @@ struct golens_go_stats {
 	__u64 cycle_started_ns;
 	__u64 stw_started_ns;
 	__u64 stw_reason;
-	__u64 _reserved;
-	struct golens_hist gc_cycle_duration;   /* cycle start -> gcMarkTermination return */
-	struct golens_hist stw_time_to_stop;    /* stopTheWorldWithSema entry -> its return */
-	struct golens_hist stw_pause[GOLENS_STW_REASONS]; /* stop entry -> startTheWorldWithSema return */
+	__u64 tail_started_ns;      /* the runtime's mark-termination pause ended here */
+	struct golens_hist gc_cycle_duration;   /* cycle start -> gcMarkTermination's `now` */
+	struct golens_hist stw_tail; /* world still stopped after mark termination's pause */
+	/* by reason: stopTheWorldWithSema entry -> the world is stopped */
+	struct golens_hist stw_time_to_stop[GOLENS_STW_REASONS];
+	struct golens_hist stw_pause[GOLENS_STW_REASONS]; /* the runtime's own pause window */
 };
 _Static_assert(sizeof(struct golens_go_stats) ==
-		       64 + (2 + GOLENS_STW_REASONS) * sizeof(struct golens_hist),
+		       64 + (2 + 2 * GOLENS_STW_REASONS) * sizeof(struct golens_hist),
 	       "golens_go_stats size");
 
 /*

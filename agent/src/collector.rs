@@ -124,19 +124,21 @@ fn read_kernel_drops(tracker: &Tracker) -> BTreeMap<String, u64> {
 }
 
 fn go_snapshot(stats: &GoStats) -> GoRuntimeSnapshot {
-    let stw_pause = stats
-        .stw_pause
-        .iter()
-        .zip(STW_REASON_NAMES)
-        .filter(|(hist, _)| hist.count > 0)
-        .map(|(hist, reason)| (reason.to_string(), Log2Histogram::from_kernel(hist)))
-        .collect();
+    let by_reason = |hists: &[golens_ebpf::Hist]| {
+        hists
+            .iter()
+            .zip(STW_REASON_NAMES)
+            .filter(|(hist, _)| hist.count > 0)
+            .map(|(hist, reason)| (reason.to_string(), Log2Histogram::from_kernel(hist)))
+            .collect()
+    };
     GoRuntimeSnapshot {
         gc_cycles: stats.gc_cycles,
         sysmon_preemptions: stats.sysmon_preemptions,
         stw_unpaired: stats.stw_unpaired,
         gc_cycle_duration: Log2Histogram::from_kernel(&stats.gc_cycle_duration),
-        stw_time_to_stop: Log2Histogram::from_kernel(&stats.stw_time_to_stop),
-        stw_pause,
+        stw_time_to_stop: by_reason(&stats.stw_time_to_stop),
+        stw_pause: by_reason(&stats.stw_pause),
+        stw_tail: Log2Histogram::from_kernel(&stats.stw_tail),
     }
 }

@@ -166,10 +166,11 @@ fn render(out: &mut impl Write, rows: &[Row], verb: &str, verbose: bool) -> std:
                 Some(reason) => writeln!(out, "{:>10}{}: not attached: {reason}", "", probe.probe)?,
                 None if verbose => writeln!(
                     out,
-                    "{:>10}{}: {} ({} point{})",
+                    "{:>10}{}: {}, {} ({} point{})",
                     "",
                     probe.probe,
                     probe.function,
+                    probe.site.as_deref().unwrap_or("?"),
                     probe.points,
                     if probe.points == 1 { "" } else { "s" }
                 )?,
@@ -191,6 +192,8 @@ mod tests {
             attached: reason.is_none(),
             points: usize::from(reason.is_none()),
             reason: reason.map(Into::into),
+            site: reason.is_none().then(|| "CALL runtime.wakep".into()),
+            single_stepped: false,
         }
     }
 

@@ -167,9 +167,29 @@ fn encode_process_histograms(
 
 const GC_CYCLE_PROBES: &[&str] = &["gc_cycle_start"];
 const GC_DURATION_PROBES: &[&str] = &["gc_cycle_start", "gc_cycle_end"];
-const STW_PAUSE_PROBES: &[&str] = &["stw_stop", "stw_started"];
+/// gc_cycle_end ends the mark-termination pauses where the runtime does.
+const STW_PAUSE_PROBES: &[&str] = &["stw_stop", "stw_started", "gc_cycle_end"];
 const STW_TIME_TO_STOP_PROBES: &[&str] = &["stw_stop", "stw_stopped"];
 const SYSMON_PROBES: &[&str] = &["sysmon_preempt"];
+
+/// A histogram family with a `reason` label, per process whose `probes` are attached.
+fn encode_by_reason(
+    encoder: &mut DescriptorEncoder,
+    processes: &[ProcessSnapshot],
+    (name, help): (&str, &str),
+    probes: &[&str],
+    value: fn(&ProcessSnapshot) -> &std::collections::BTreeMap<String, Log2Histogram>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for process in processes.iter().filter(|p| p.probes_attached(probes)) {
+        for (reason, histogram) in value(process) {
+            let mut labels = process_labels(process);
+            labels.push(("reason", reason.clone()));
+            encode_histogram(&mut family.encode_family(&labels)?, histogram)?;
+        }
+    }
+    Ok(())
+}
 
 fn encode_processes(
     snapshot: &Snapshot,
@@ -222,36 +242,48 @@ fn encode_processes(
         processes,
         (
             "golens_go_gc_cycle_duration_seconds",
-            "GC cycle: from its start (runtime.gcResetMarkState entry) to the return of \
-               runtime.gcMarkTermination.",
+            "GC cycle: from its start (runtime.gcResetMarkState entry) to the end of mark \
+               termination by the runtime's own clock (gcMarkTermination's `now`).",
         ),
         |p| p.probes_attached(GC_DURATION_PROBES).then_some(&p.go.gc_cycle_duration),
     )?;
-    encode_process_histograms(
+    encode_by_reason(
         encoder,
         processes,
         (
             "golens_go_stw_time_to_stop_seconds",
-            "Stop-the-world: stopTheWorldWithSema entry to its return (waiting for every P \
-               to stop).",
+            "Stop-the-world: time the runtime waited for every P to stop (stopTheWorldWithSema's \
+             entry to the moment it records its own stopping time, Go 1.22+; to its final check \
+             before returning, older Go), by reason.",
         ),
-        |p| p.probes_attached(STW_TIME_TO_STOP_PROBES).then_some(&p.go.stw_time_to_stop),
+        STW_TIME_TO_STOP_PROBES,
+        |p| &p.go.stw_time_to_stop,
+    )?;
+    encode_by_reason(
+        encoder,
+        processes,
+        (
+            "golens_go_stw_pause_seconds",
+            "Stop-the-world pause, the runtime's own window (what go_gc_duration_seconds and \
+             /sched/pauses/total report): stopTheWorldWithSema's start to startTheWorldWithSema's \
+             clock read before wakep, or, for mark termination, to gcMarkTermination's; by reason \
+             (the runtime's stwReason, Go 1.21+; unknown before).",
+        ),
+        STW_PAUSE_PROBES,
+        |p| &p.go.stw_pause,
     )?;
 
-    let mut family = encoder.encode_descriptor(
-        "golens_go_stw_pause_seconds",
-        "Stop-the-world pause: stopTheWorldWithSema entry to startTheWorldWithSema return, by \
-         reason (the runtime's stwReason, Go 1.21+; unknown before).",
-        None,
-        MetricType::Histogram,
+    encode_process_histograms(
+        encoder,
+        processes,
+        (
+            "golens_go_stw_tail_seconds",
+            "Time the world stayed stopped after a mark-termination pause ended by the \
+               runtime's own clock (its bookkeeping before startTheWorldWithSema): not counted \
+               in go_gc_duration_seconds nor in golens_go_stw_pause_seconds.",
+        ),
+        |p| p.probes_attached(STW_PAUSE_PROBES).then_some(&p.go.stw_tail),
     )?;
-    for process in processes.iter().filter(|p| p.probes_attached(STW_PAUSE_PROBES)) {
-        for (reason, histogram) in &process.go.stw_pause {
-            let mut labels = process_labels(process);
-            labels.push(("reason", reason.clone()));
-            encode_histogram(&mut family.encode_family(&labels)?, histogram)?;
-        }
-    }
 
     encode_process_counters(
         encoder,

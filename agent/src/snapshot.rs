@@ -78,9 +78,13 @@ pub struct GoRuntimeSnapshot {
     /// Stop-the-world returns seen without their entry (attached mid-pause).
     pub stw_unpaired: u64,
     pub gc_cycle_duration: Log2Histogram,
-    pub stw_time_to_stop: Log2Histogram,
+    /// By reason name, like `stw_pause`; only reasons seen.
+    pub stw_time_to_stop: BTreeMap<String, Log2Histogram>,
     /// By reason name (`goruntime::STW_REASON_NAMES`); only reasons seen.
     pub stw_pause: BTreeMap<String, Log2Histogram>,
+    /// The world still stopped after mark termination's pause (runtime bookkeeping).
+    #[serde(default)]
+    pub stw_tail: Log2Histogram,
 }
 
 /// One runtime probe of one process: attached, or why not.
@@ -89,9 +93,16 @@ pub struct ProbeStatus {
     pub probe: String,
     pub function: String,
     pub attached: bool,
-    /// Uprobes placed (e.g. one per RET).
+    /// Uprobes placed (e.g. one per call site).
     pub points: usize,
     pub reason: Option<String>,
+    /// Where on the function (e.g. "CALL runtime.wakep").
+    #[serde(default)]
+    pub site: Option<String>,
+    /// The points are RETs, which the kernel single-steps (~15 us a hit):
+    /// the fallback when no emulated instruction marks the moment.
+    #[serde(default)]
+    pub single_stepped: bool,
 }
 
 /// One watched Go process.

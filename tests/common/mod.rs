@@ -200,6 +200,9 @@ pub struct RuntimeReport {
     pub go: String,
     pub gc_cycles: u64,
     pub pause_total_seconds: f64,
+    /// Bounds (seconds) of the sum of /sched/pauses/stopping/gc:seconds over
+    /// the run (Go 1.22+): the runtime keeps per-bucket counts only.
+    pub stopping_gc_bounds: Option<(f64, f64)>,
 }
 
 pub fn parse_report(line: &str) -> RuntimeReport {
@@ -209,6 +212,10 @@ pub fn parse_report(line: &str) -> RuntimeReport {
         go: json["go"].as_str().expect("go").to_string(),
         gc_cycles: json["gc_cycles"].as_u64().expect("gc_cycles"),
         pause_total_seconds: json["pause_total_ns"].as_u64().expect("pause_total_ns") as f64 / 1e9,
+        stopping_gc_bounds: json["stopping_gc_lower_ns"]
+            .as_f64()
+            .zip(json["stopping_gc_upper_ns"].as_f64())
+            .map(|(lower, upper)| (lower / 1e9, upper / 1e9)),
     }
 }
 

@@ -226,6 +226,57 @@ pub fn find_call_sites(
     })
 }
 
+/// The last conditional branch before the function's first `RET` whose taken side calls
+/// `callee` within a few instructions: for `callee = runtime.throw`, the final sanity check
+/// of a function (`if bad != "" { throw(bad) }`), i.e. the function's last moment before it
+/// returns, at an instruction the kernel emulates (the `RET` itself is single-stepped).
+pub fn find_branch_to_call_before_return(
+    function: &str,
+    code: &[u8],
+    address: u64,
+    callee: u64,
+) -> Result<Option<u64>, ProbeError> {
+    /// How far from the branch target the call may be (argument set-up).
+    const BLOCK: usize = 8;
+    let instructions = decode_all(function, code, address)?;
+    let Some(ret) = instructions.iter().position(is_return) else { return Ok(None) };
+    let calls_callee_from = |target: u64| {
+        let Some(start) = instructions.iter().position(|i| i.ip() == target) else {
+            return false;
+        };
+        for instruction in instructions[start..].iter().take(BLOCK) {
+            if instruction.is_call_near() {
+                return instruction.near_branch_target() == callee;
+            }
+            if !matches!(instruction.flow_control(), FlowControl::Next) {
+                return false;
+            }
+        }
+        false
+    };
+    Ok(instructions[..ret]
+        .iter()
+        .rev()
+        .find(|i| i.is_jcc_short_or_near() && calls_callee_from(i.near_branch_target()))
+        .map(Instruction::ip))
+}
+
+fn decode_all(function: &str, code: &[u8], address: u64) -> Result<Vec<Instruction>, ProbeError> {
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    let mut instructions = Vec::new();
+    while decoder.can_decode() {
+        let instruction = decoder.decode();
+        if instruction.is_invalid() {
+            return Err(ProbeError::Undecodable {
+                function: function.to_string(),
+                address: instruction.ip(),
+            });
+        }
+        instructions.push(instruction);
+    }
+    Ok(instructions)
+}
+
 /// Decodes a whole function linearly and returns the addresses of the
 /// instructions `wanted` accepts; an undecodable byte is an error, not a skip.
 fn find_instructions(

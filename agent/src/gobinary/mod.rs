@@ -267,6 +267,24 @@ impl GoBinary {
             .collect()
     }
 
+    /// The last conditional branch of `function` before its `RET` that leads to a call of
+    /// `callee` (see `attach_points::find_branch_to_call_before_return`), if any.
+    pub fn branch_to_call_before_return(
+        &self,
+        function: &Function,
+        callee: &Function,
+    ) -> Result<Option<ProbePoint>, ProbeError> {
+        let code = self.code_for_probes(function)?;
+        attach_points::find_branch_to_call_before_return(
+            &function.name,
+            code,
+            function.address,
+            callee.address,
+        )?
+        .map(|address| self.probe_point(function, address))
+        .transpose()
+    }
+
     fn code_for_probes(&self, function: &Function) -> Result<&[u8], ProbeError> {
         self.function_code(function)
             .map_err(|source| ProbeError::Address { function: function.name.clone(), source })

@@ -14,10 +14,26 @@ pub use version::GoVersion;
 pub enum Site {
     /// The stack-check branch after the prologue (never the first byte).
     Entry,
-    /// Every RET instruction (never a uretprobe).
+    /// Every RET instruction (never a uretprobe). Single-stepped (~15 us a
+    /// hit here): only a fallback, when no emulated point marks the moment.
     Returns,
     /// Every direct CALL to the named function.
     CallsTo(&'static str),
+    /// The last conditional branch before the function's RET that leads to
+    /// a call of the named function (a final `if bad { throw(...) }`).
+    BranchToCallBeforeReturn(&'static str),
+}
+
+impl Site {
+    /// For `golens list -v`: where on the function the probe sits.
+    pub fn describe(self) -> String {
+        match self {
+            Site::Entry => "entry (stack-check jbe)".to_string(),
+            Site::Returns => "every RET (fallback: single-stepped)".to_string(),
+            Site::CallsTo(callee) => format!("CALL {callee}"),
+            Site::BranchToCallBeforeReturn(callee) => format!("last branch to {callee} before RET"),
+        }
+    }
 }
 
 /// One probe of the version table.
@@ -35,6 +51,9 @@ pub struct RuntimeProbe {
     /// Reads a register argument whose meaning depends on the version: never
     /// used when the version is unknown.
     pub decodes_arguments: bool,
+    /// Where the probe goes when `site` is not found in a binary (renamed or
+    /// inlined callee, an unknown version): `golens list -v` says when.
+    pub fallback: Option<Site>,
 }
 
 /// First Go release with the register ABI on amd64; older ones are not probed.
@@ -45,6 +64,9 @@ pub const NEWEST_TESTED: GoVersion = GoVersion::new(1, 27, 3);
 const V1_17: GoVersion = OLDEST_SUPPORTED;
 /// `stopTheWorldWithSema(reason stwReason)`: Go 1.21 added the argument.
 const V1_21: GoVersion = GoVersion::new(1, 21, 0);
+/// `stopTheWorldWithSema` returns a `worldStop` and records its own stopping
+/// time (`/sched/pauses/stopping/*`): Go 1.22.
+const V1_22: GoVersion = GoVersion::new(1, 22, 0);
 
 const fn probe(
     name: &'static str,
@@ -60,15 +82,47 @@ const fn probe(
         since: V1_17,
         until: None,
         decodes_arguments: false,
+        fallback: None,
     }
 }
 
 /// Every runtime probe. Several rows may share a `name`: exactly one applies
 /// to a given version.
+///
+/// The pause windows are the runtime's own (what `go_gc_duration_seconds`,
+/// `MemStats.PauseTotalNs` and `/sched/pauses/total/*` report), read in the
+/// runtime's source of every version 1.17-1.27:
+/// - a pause starts as `stopTheWorldWithSema` starts (1.22+: its `start :=
+///   nanotime()` after `lock(&sched.lock)`; before: the caller's `nanotime()`
+///   just before calling it). Probe: its entry.
+/// - it ends at `startTheWorldWithSema`'s `nanotime()` taken before
+///   `wakep()` (probe: the CALL to `runtime.wakep`), except for mark
+///   termination, which ends at gcMarkTermination's `now := nanotime()`,
+///   right before `time_now()` (probe: the CALL to `time.now`). The world
+///   stays stopped after that for the runtime's own bookkeeping until
+///   `startTheWorldWithSema`: golens reports that tail apart.
+/// - time to stop ends at 1.22+'s `finish := nanotime()` inside
+///   `stopTheWorldWithSema`, followed by the `record` of that time (probe:
+///   those CALLs); before 1.22 the runtime does not measure it, and golens
+///   ends it at the function's final sanity check (`if bad != "" {
+///   throw(bad) }`), its last instruction before returning.
+///
+/// Every point is a CALL or a conditional branch: instructions the kernel
+/// emulates, so no probe is single-stepped inside a pause.
 pub const RUNTIME_PROBES: &[RuntimeProbe] = &[
     // Once per GC cycle, once gcStart's trigger checks passed.
     probe("gc_cycle_start", "runtime.gcResetMarkState", Site::Entry, uprobes::GC_CYCLE_START),
-    probe("gc_cycle_end", "runtime.gcMarkTermination", Site::Returns, uprobes::GC_CYCLE_END),
+    // `now := nanotime(); sec, nsec, _ := time_now()`: the end of the cycle
+    // (work.tEnd) and of the mark-termination pause.
+    RuntimeProbe {
+        fallback: Some(Site::Returns),
+        ..probe(
+            "gc_cycle_end",
+            "runtime.gcMarkTermination",
+            Site::CallsTo("time.now"),
+            uprobes::GC_CYCLE_END,
+        )
+    },
     RuntimeProbe {
         until: Some(V1_21),
         ..probe("stw_stop", "runtime.stopTheWorldWithSema", Site::Entry, uprobes::STW_STOP)
@@ -78,8 +132,35 @@ pub const RUNTIME_PROBES: &[RuntimeProbe] = &[
         decodes_arguments: true,
         ..probe("stw_stop", "runtime.stopTheWorldWithSema", Site::Entry, uprobes::STW_STOP_REASON)
     },
-    probe("stw_stopped", "runtime.stopTheWorldWithSema", Site::Returns, uprobes::STW_STOPPED),
-    probe("stw_started", "runtime.startTheWorldWithSema", Site::Returns, uprobes::STW_STARTED),
+    RuntimeProbe {
+        until: Some(V1_22),
+        fallback: Some(Site::Returns),
+        ..probe(
+            "stw_stopped",
+            "runtime.stopTheWorldWithSema",
+            Site::BranchToCallBeforeReturn("runtime.throw"),
+            uprobes::STW_STOPPED,
+        )
+    },
+    RuntimeProbe {
+        since: V1_22,
+        fallback: Some(Site::Returns),
+        ..probe(
+            "stw_stopped",
+            "runtime.stopTheWorldWithSema",
+            Site::CallsTo("runtime.(*timeHistogram).record"),
+            uprobes::STW_STOPPED,
+        )
+    },
+    RuntimeProbe {
+        fallback: Some(Site::Returns),
+        ..probe(
+            "stw_started",
+            "runtime.startTheWorldWithSema",
+            Site::CallsTo("runtime.wakep"),
+            uprobes::STW_STARTED,
+        )
+    },
     probe(
         "sysmon_preempt",
         "runtime.retake",

@@ -18,6 +18,8 @@ pub struct PlannedProbe {
     pub program: &'static str,
     pub function: &'static str,
     pub points: Result<Vec<ProbePoint>, String>,
+    /// Where on the function the points are (the row's site or its fallback).
+    pub site: Option<Site>,
 }
 
 impl PlannedProbe {
@@ -30,6 +32,8 @@ impl PlannedProbe {
             attached: outcome.is_ok(),
             points: *outcome.as_ref().unwrap_or(&0),
             reason: outcome.err(),
+            site: self.site.map(|site| site.describe()),
+            single_stepped: self.site == Some(Site::Returns),
         }
     }
 }
@@ -66,8 +70,12 @@ pub fn plan(binary: &GoBinary) -> Plan {
                 (_, None) => Err("no probe defined for this Go version".to_string()),
                 (_, Some(row)) => points(binary, row),
             };
+            let (points, site) = match points {
+                Ok((points, site)) => (Ok(points), Some(site)),
+                Err(reason) => (Err(reason), None),
+            };
             let row = row.unwrap_or_else(|| any_row(name));
-            PlannedProbe { name, program: row.program, function: row.function, points }
+            PlannedProbe { name, program: row.program, function: row.function, points, site }
         })
         .collect();
     Plan { probes, warning }
@@ -91,18 +99,34 @@ fn any_row(name: &str) -> &'static RuntimeProbe {
     RUNTIME_PROBES.iter().find(|row| row.name == name).expect("name comes from the table")
 }
 
-fn points(binary: &GoBinary, row: &RuntimeProbe) -> Result<Vec<ProbePoint>, String> {
+/// The row's points at its site, or at its fallback site when the site is
+/// not in this binary; says which was used.
+fn points(binary: &GoBinary, row: &RuntimeProbe) -> Result<(Vec<ProbePoint>, Site), String> {
+    match (points_at(binary, row.function, row.site), row.fallback) {
+        (Ok(points), _) => Ok((points, row.site)),
+        (Err(_), Some(fallback)) => Ok((points_at(binary, row.function, fallback)?, fallback)),
+        (Err(error), None) => Err(error),
+    }
+}
+
+fn points_at(
+    binary: &GoBinary,
+    function_name: &str,
+    site: Site,
+) -> Result<Vec<ProbePoint>, String> {
     let function = binary
-        .function(row.function)
-        .ok_or_else(|| format!("{} not found in the binary (renamed or inlined?)", row.function))?;
-    match row.site {
+        .function(function_name)
+        .ok_or_else(|| format!("{function_name} not found in the binary (renamed or inlined?)"))?;
+    let callee = |name: &str| {
+        binary.function(name).ok_or_else(|| format!("{name} not found in the binary (inlined?)"))
+    };
+    match site {
         Site::Entry => {
             let entry = binary.entry_probe_offset(&function).map_err(|e| e.to_string())?;
             if entry.condition != StackCheckCondition::BelowOrEqual {
                 return Err(format!(
-                    "{}: stack check ends in `jb`, not `jbe`: the morestack re-entry cannot be \
-                     told apart; not probed",
-                    row.function
+                    "{function_name}: stack check ends in `jb`, not `jbe`: the morestack re-entry \
+                     cannot be told apart; not probed"
                 ));
             }
             ensure_emulated(binary, &function, &[entry.point])?;
@@ -111,20 +135,29 @@ fn points(binary: &GoBinary, row: &RuntimeProbe) -> Result<Vec<ProbePoint>, Stri
         Site::Returns => {
             let returns = binary.return_offsets(&function).map_err(|e| e.to_string())?;
             if returns.is_empty() {
-                return Err(format!("{}: no RET instruction found", row.function));
+                return Err(format!("{function_name}: no RET instruction found"));
             }
             Ok(returns)
         }
         Site::CallsTo(callee_name) => {
-            let callee = binary
-                .function(callee_name)
-                .ok_or_else(|| format!("{callee_name} not found in the binary (inlined?)"))?;
+            let callee = callee(callee_name)?;
             let sites = binary.call_sites(&function, &callee).map_err(|e| e.to_string())?;
             if sites.is_empty() {
-                return Err(format!("{}: no call to {callee_name} (inlined?)", row.function));
+                return Err(format!("{function_name}: no call to {callee_name} (inlined?)"));
             }
             ensure_emulated(binary, &function, &sites)?;
             Ok(sites)
+        }
+        Site::BranchToCallBeforeReturn(callee_name) => {
+            let callee = callee(callee_name)?;
+            let branch = binary
+                .branch_to_call_before_return(&function, &callee)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| {
+                    format!("{function_name}: no final branch to {callee_name} before its RET")
+                })?;
+            ensure_emulated(binary, &function, &[branch])?;
+            Ok(vec![branch])
         }
     }
 }
@@ -168,11 +201,12 @@ mod tests {
     };
 
     /// Every attach point the agent chooses, on every toolchain of the matrix
-    /// (GOLENS_TEST_GO) and every build variant: entry and call-site points are
-    /// instructions the kernel emulates (never the single-stepped prologue
-    /// `cmp`), return points are RETs, and no probe is missing.
+    /// (GOLENS_TEST_GO) and every build variant, is an instruction the kernel
+    /// emulates (never the single-stepped prologue `cmp`, never a `RET`: no
+    /// fallback is needed on any version), no probe is missing, and each
+    /// sits where the table says.
     #[test]
-    fn every_chosen_point_is_emulated_or_a_return() {
+    fn every_chosen_point_is_emulated_and_no_fallback_is_needed() {
         for toolchain in GoToolchain::from_env() {
             for variant in Variant::ALL {
                 let path = toolchain.build(variant);
@@ -182,18 +216,28 @@ mod tests {
                 for planned in &plan.probes {
                     let what = format!("{} {variant:?} {}", toolchain.version, planned.name);
                     let points = planned.points.as_ref().unwrap_or_else(|e| panic!("{what}: {e}"));
+                    let row = RUNTIME_PROBES
+                        .iter()
+                        .find(|r| {
+                            r.name == planned.name
+                                && r.program == planned.program
+                                && Some(r.site) == planned.site
+                        })
+                        .unwrap_or_else(|| panic!("{what}: fell back to {:?}", planned.site));
+                    assert_ne!(row.site, Site::Returns, "{what}");
                     let function = binary.function(planned.function).expect("planned function");
                     let code = binary.function_code(&function).expect("function code");
-                    let row = RUNTIME_PROBES.iter().find(|r| r.program == planned.program).unwrap();
                     for point in points {
                         assert_ne!(point.address, function.address, "{what}: first byte");
                         let at = (point.address - function.address) as usize;
                         let instruction = decode_one(&code[at..], point.address).expect("decodes");
-                        let ok = match row.site {
-                            Site::Entry | Site::CallsTo(_) => is_kernel_emulated(&instruction),
-                            Site::Returns => is_return(&instruction),
-                        };
-                        assert!(ok, "{what}: {:?} at {:#x}", instruction.code(), point.address);
+                        assert!(
+                            is_kernel_emulated(&instruction),
+                            "{what}: {:?} at {:#x}",
+                            instruction.code(),
+                            point.address
+                        );
+                        assert!(!is_return(&instruction), "{what}");
                     }
                 }
             }

@@ -7,8 +7,13 @@
 //
 //	{"go":"go1.21.13","gc_cycles":50,"pause_total_ns":1234567,"cgo":false}
 //
-// gc_cycles and pause_total_ns are deltas of runtime.MemStats (NumGC,
-// PauseTotalNs) over the run. Then it waits for stdin to close and exits 0.
+// gc_cycles and pause_total_ns are deltas of the runtime's NumGC and
+// PauseTotal (the same numbers as runtime.MemStats' NumGC and PauseTotalNs)
+// over the run, read with debug.ReadGCStats, which does not stop the world
+// (ReadMemStats does: its own pauses would count in golens' numbers). On Go 1.22+ the report also bounds the sums of
+// the runtime's /sched/pauses/{total,stopping}/gc:seconds histograms over the
+// run (total_gc_lower_ns, total_gc_upper_ns, stopping_gc_lower_ns, ...): the
+// histograms keep counts per bucket, not sums. Then it waits for stdin to close and exits 0.
 //
 // With -wait=false -duration D it starts at once, keeps allocating and
 // collecting for D (a soak), reports, and exits 0; with -hold as well, it
@@ -21,11 +26,49 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"sync/atomic"
 	"time"
 )
+
+// The runtime's own pause histograms (Go 1.22+; absent before).
+var pauseMetrics = []string{"/sched/pauses/total/gc:seconds", "/sched/pauses/stopping/gc:seconds"}
+
+func readPauseMetrics() []metrics.Sample {
+	samples := make([]metrics.Sample, len(pauseMetrics))
+	for i, name := range pauseMetrics {
+		samples[i].Name = name
+	}
+	metrics.Read(samples)
+	return samples
+}
+
+// bounds of the sum of what a histogram counted between two reads: each
+// sample lies between its bucket's edges (an infinite edge counts as the
+// finite one beside it). ok is false when the runtime has no such metric.
+func bounds(before, after metrics.Sample) (lowerNs, upperNs float64, ok bool) {
+	if before.Value.Kind() != metrics.KindFloat64Histogram {
+		return 0, 0, false
+	}
+	b, a := before.Value.Float64Histogram(), after.Value.Float64Histogram()
+	for i := range a.Counts {
+		n := float64(a.Counts[i] - b.Counts[i])
+		lo, hi := a.Buckets[i], a.Buckets[i+1]
+		if math.IsInf(lo, -1) {
+			lo = 0
+		}
+		if math.IsInf(hi, 1) {
+			hi = lo
+		}
+		lowerNs += n * lo * 1e9
+		upperNs += n * hi * 1e9
+	}
+	return lowerNs, upperNs, true
+}
 
 var sink [][]byte
 
@@ -65,8 +108,9 @@ func main() {
 		return
 	}
 
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
+	var before, after debug.GCStats
+	debug.ReadGCStats(&before)
+	pausesBefore := readPauseMetrics()
 
 	var stop int32
 	go spin(&stop)
@@ -78,14 +122,22 @@ func main() {
 	time.Sleep(*spinFor)
 	atomic.StoreInt32(&stop, 1)
 
-	runtime.ReadMemStats(&after)
-	report, _ := json.Marshal(map[string]interface{}{
+	pausesAfter := readPauseMetrics()
+	debug.ReadGCStats(&after)
+	fields := map[string]interface{}{
 		"go":             runtime.Version(),
 		"gc_cycles":      after.NumGC - before.NumGC,
-		"pause_total_ns": after.PauseTotalNs - before.PauseTotalNs,
+		"pause_total_ns": int64(after.PauseTotal - before.PauseTotal),
 		"num_gc":         after.NumGC,
 		"cgo":            cgoEnabled,
-	})
+	}
+	for i, key := range []string{"total_gc", "stopping_gc"} {
+		if lo, hi, ok := bounds(pausesBefore[i], pausesAfter[i]); ok {
+			fields[key+"_lower_ns"] = lo
+			fields[key+"_upper_ns"] = hi
+		}
+	}
+	report, _ := json.Marshal(fields)
 	fmt.Println(string(report))
 	for (*wait || *hold) && in.Scan() {
 	}
