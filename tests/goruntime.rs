@@ -66,7 +66,7 @@ fn run_case_attached_as(version: &str, build: GoBuild, attach_mode: &str) {
     // Run the GC cycles; the workload reports the runtime's own accounting.
     let report = workload.run_cycles();
     assert!(report.go.starts_with(&format!("go{version}")), "{} is not Go {version}", report.go);
-    agent_catch_up(&agent);
+    agent.catch_up();
     let after = agent.metrics();
 
     let cycles = value(&after, "golens_go_gc_cycles_total", &pid)
@@ -145,19 +145,6 @@ fn run_case_attached_as(version: &str, build: GoBuild, attach_mode: &str) {
     assert!(sysmon >= 5.0, "sysmon preemptions of a 300 ms spinning goroutine: {sysmon}");
 
     workload.finish();
-}
-
-/// Waits until the agent has published a snapshot taken after now.
-fn agent_catch_up(agent: &Agent) {
-    let read = || {
-        let (_, body) = common::get(&format!("{}/api/v1/snapshot", agent.base_url)).unwrap();
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        json["agent"]["collections"].as_u64().unwrap()
-    };
-    let target = read() + 2;
-    while read() < target {
-        sleep(Duration::from_millis(50));
-    }
 }
 
 macro_rules! matrix {
@@ -289,7 +276,7 @@ fn deleted_binary_is_probed_through_proc_pid_exe() {
     assert!(exe.ends_with("(deleted)"), "exe label of a deleted binary: {exe}");
 
     let report = workload.run_cycles();
-    agent_catch_up(&agent);
+    agent.catch_up();
     let cycles = value(&agent.metrics(), "golens_go_gc_cycles_total", &pid);
     assert_eq!(cycles, report.gc_cycles as f64, "GC cycles of the deleted binary");
     workload.finish();
@@ -317,7 +304,7 @@ fn binary_in_another_mount_namespace_is_probed() {
     assert!(!dir.join("gcburn-mntns").exists(), "the binary must not be visible here");
     let agent = Agent::start(&["--pid", &pid]);
     let report = workload.run_cycles();
-    agent_catch_up(&agent);
+    agent.catch_up();
     let cycles = value(&agent.metrics(), "golens_go_gc_cycles_total", &pid);
     assert_eq!(cycles, report.gc_cycles as f64, "GC cycles of the namespaced binary");
     workload.finish();
@@ -358,7 +345,7 @@ fn binary_without_build_info_gets_probes_but_no_reason_decoding() {
     }
 
     let report = workload.run_cycles();
-    agent_catch_up(&agent);
+    agent.catch_up();
     let after = agent.metrics();
     assert_eq!(value(&after, "golens_go_gc_cycles_total", &pid), report.gc_cycles as f64);
     let known_reasons = pauses(&after, &pid, "count", |reason| reason != "unknown");

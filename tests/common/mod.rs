@@ -174,6 +174,22 @@ impl Agent {
         Metrics::parse(&body)
     }
 
+    /// Waits until the agent has published a snapshot taken after now (two
+    /// more collections: counts from then on include everything before).
+    pub fn catch_up(&self) {
+        let read = || {
+            let (_, body) = get(&format!("{}/api/v1/snapshot", self.base_url)).expect("snapshot");
+            let json: serde_json::Value = serde_json::from_str(&body).expect("snapshot JSON");
+            json["agent"]["collections"].as_u64().expect("collections")
+        };
+        let target = read() + 2;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while read() < target {
+            assert!(Instant::now() < deadline, "the agent made no collection for 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Polls /metrics until `done` holds or `timeout` passes; returns the last scrape.
     pub fn wait_for(&self, timeout: Duration, done: impl Fn(&Metrics) -> bool) -> Metrics {
         let deadline = Instant::now() + timeout;

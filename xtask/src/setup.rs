@@ -20,6 +20,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("wrk", "HTTP load for cargo xtask bench"),
     ("binutils", "objcopy: a test strips .go.buildinfo from a Go binary"),
     ("prometheus", "a real Prometheus scrapes golens in the tests; promtool lints /metrics"),
+    ("caddy", "a real third-party Go service whose own go_gc_duration_seconds the tests check"),
+    ("hey", "fixed-rate (open-loop) HTTP load for the tests and the bench"),
+    ("python3", "a multi-threaded program that is not Go, for a test"),
 ];
 
 pub fn setup() -> Result<()> {
