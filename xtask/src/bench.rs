@@ -84,6 +84,9 @@ struct ScenarioResult {
 }
 
 pub fn bench(args: &[String]) -> Result<()> {
+    if args.first().is_some_and(|first| first == "scale") {
+        return crate::bench_scale::bench_scale(&args[1..]);
+    }
     let options = parse_args(args)?;
     setup::setup()?;
     if !util::is_root() {

@@ -5,9 +5,11 @@
 //!   cargo xtask test    setup, then every unit and integration test (privileged ones too)
 //!   cargo xtask demo    setup, build, run golens against a bundled Go service
 //!   cargo xtask bench   throughput and p99 of a Go HTTP service with and without golens
+//!   cargo xtask bench scale   the agent's own cost with 1 to 300 idle Go processes
 //!   cargo xtask fuzz    run the parsers' fuzz targets
 
 mod bench;
+mod bench_scale;
 mod demo;
 mod fuzz;
 mod setup;
@@ -27,6 +29,10 @@ const USAGE: &str = "usage: cargo xtask <setup|build|test|demo|bench|fuzz> [opti
                         golens attached (plain, and GC-heavy with GOGC=5); print
                         throughput and p99 ratios, GC/s, and each eBPF program's hit
                         rate and run time
+  bench scale [--counts 1,10,100,300] [--shapes one,many] [--idle-seconds 10]
+                        the agent's own cost with N idle Go processes of one or of 10
+                        executables: start -> ready, tracked, idle CPU, RSS, fds,
+                        /metrics time and size, SIGTERM -> exit, SIGKILL -> gone
   fuzz [--seconds N]    run each parser fuzz target (agent/fuzz) for N s (default 30),
                         seeded from a real Go binary";
 
