@@ -80,20 +80,26 @@ static __always_inline __u32 pid_in_golens_ns(struct pid *pid)
 	return upid.nr;
 }
 
-/* The process id (tgid) of a task as golens' /proc shows it; 0 if invisible there. */
+/* The process id (tgid) of a task as golens' /proc shows it; 0 if invisible
+ * there. For the trusted task pointers tp_btf programs receive: plain loads
+ * (the hot path of every scheduler event), no helper call. */
 static __always_inline __u32 task_tgid(struct task_struct *task)
 {
 	if (!golens_pidns_translate)
-		return BPF_CORE_READ(task, tgid);
-	return pid_in_golens_ns(BPF_CORE_READ(task, group_leader, thread_pid));
+		return task->tgid;
+	return pid_in_golens_ns(task->group_leader->thread_pid);
 }
 
-/* The same for the task running now (uprobes). */
+/* The same for the task running now (uprobes: no trusted pointer, so the
+ * namespace walk reads through bpf_probe_read_kernel). */
 static __always_inline __u32 current_tgid(void)
 {
+	struct task_struct *task;
+
 	if (!golens_pidns_translate)
 		return bpf_get_current_pid_tgid() >> 32;
-	return task_tgid((struct task_struct *)bpf_get_current_task());
+	task = (struct task_struct *)bpf_get_current_task();
+	return pid_in_golens_ns(BPF_CORE_READ(task, group_leader, thread_pid));
 }
 
 static __always_inline void count_drop(__u32 counter)
@@ -116,12 +122,25 @@ static __always_inline __u32 log2_u64(__u64 v)
 	return r;
 }
 
-static __always_inline void hist_record(struct golens_hist *hist, __u64 value_ns)
+static __always_inline __u32 hist_slot(__u64 value_ns)
 {
 	__u32 slot = value_ns ? log2_u64(value_ns) : 0;
-	if (slot >= GOLENS_HIST_SLOTS)
-		slot = GOLENS_HIST_SLOTS - 1;
-	__sync_fetch_and_add(&hist->slots[slot], 1);
+	return slot >= GOLENS_HIST_SLOTS ? GOLENS_HIST_SLOTS - 1 : slot;
+}
+
+/* For a histogram in a per-CPU value that only this CPU's programs write,
+ * never at the same time (the scheduler tracepoints run with interrupts
+ * off): plain adds, no locked instruction, no cache line shared. */
+static __always_inline void hist_record_local(struct golens_hist *hist, __u64 value_ns)
+{
+	hist->slots[hist_slot(value_ns)] += 1;
+	hist->sum_ns += value_ns;
+	hist->count += 1;
+}
+
+static __always_inline void hist_record(struct golens_hist *hist, __u64 value_ns)
+{
+	__sync_fetch_and_add(&hist->slots[hist_slot(value_ns)], 1);
 	__sync_fetch_and_add(&hist->sum_ns, value_ns);
 	__sync_fetch_and_add(&hist->count, 1);
 }

@@ -9,9 +9,8 @@
  *     new Go process is, by definition, not tracked yet). Expected rate: the
  *     host's exec rate, typically < 100/s. One 32-byte record each, plus a
  *     hash lookup of the executable.
- *   - sched_process_exit: every thread exit drops its wakeup_ts entry; for
- *     tracked tgids, a record when the thread group leader exits (the
- *     process is gone or going).
+ *   - sched_process_exit: for tracked tgids, a record when the thread group
+ *     leader exits (the process is gone or going).
  *
  * Tracking from exec: when the exec'd file is in known_binaries (a Go
  * binary golens already probes: userspace adds it when it attaches the
@@ -116,7 +115,11 @@ static __always_inline bool track_from_exec(__u32 tgid)
 
 	if (!sched || !go)
 		return false;
-	if (bpf_map_update_elem(&sched_stats, &tgid, sched, BPF_ANY) ||
+	/* sched_stats is per CPU: an update from here writes this CPU's copy
+	 * only, and zeroes the others only for a new element, so a re-exec's
+	 * old entry is deleted first. */
+	bpf_map_delete_elem(&sched_stats, &tgid);
+	if (bpf_map_update_elem(&sched_stats, &tgid, sched, BPF_NOEXIST) ||
 	    bpf_map_update_elem(&go_stats, &tgid, go, BPF_ANY) ||
 	    bpf_map_update_elem(&tracked, &tgid, &by_exec, BPF_ANY)) {
 		count_drop(GOLENS_CTR_EXEC_TRACK_FAILED);
@@ -151,11 +154,6 @@ int BPF_PROG(golens_exit, struct task_struct *task)
 	__u32 pid = task->pid;
 	__u32 tgid;
 
-	/* A thread's pending wakeup timestamp dies with the thread, tracked or
-	 * not: a process untracked while its threads waited (it exec'd a
-	 * non-Go program) leaves entries that its threads' switch-ins no
-	 * longer consume. Thread exits are rare next to switches: cheap. */
-	bpf_map_delete_elem(&wakeup_ts, &pid);
 	tgid = task_tgid(task);
 	if (!is_tracked(tgid))
 		return 0;

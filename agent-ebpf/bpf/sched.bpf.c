@@ -10,30 +10,33 @@
  * which the integration tests use as the independent cross-check.
  *
  * Maps:
- *   wakeup_ts    tid (global: never leaves the kernel) -> ktime ns of the
- *                enqueue; deleted at switch-in or thread exit. LRU: an
- *                entry left behind (a process untracked while its threads
- *                wait) is evicted by newer ones instead of filling the map
- *                for good. A failed insert drops the sample and counts it
- *                (GOLENS_CTR_RUNQ_START_DROPPED).
- *   sched_stats  tgid -> struct golens_sched_stats; entries are created and
- *                removed by userspace only, so kernel work is a lookup and
- *                a few atomic adds.
+ *   wakeup_ts    task storage: the ktime ns of the thread's enqueue, 0 once
+ *                consumed. Storage lives and dies with the task (no key to
+ *                delete, nothing left behind by a process untracked while
+ *                its threads wait, no capacity to run out of), and a get is
+ *                a pointer walk where a hash update took a lock and an
+ *                allocation. Created only for threads of tracked processes.
+ *   sched_stats  tgid -> struct golens_sched_stats, per CPU: each CPU adds
+ *                to its own copy without locked instructions (userspace sums
+ *                them). Entries are created and removed by userspace (and by
+ *                the exec handler for known binaries), so kernel work here
+ *                is a lookup and a few adds.
  *
  * Cost: these tracepoints fire for every task on the host; an untracked
- * task costs one hash lookup per handler. Expected rate: the host's
- * context-switch rate (10^3-10^5/s).
+ * task costs one hash lookup per handler (two for a preempted one in
+ * sched_switch). Expected rate: the host's context-switch rate
+ * (10^3-10^5/s).
  */
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, GOLENS_WAKEUP_TS_ENTRIES);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, __u64);
 } wakeup_ts SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, GOLENS_MAX_TRACKED_DEFAULT);
 	/* allocated per tracked process, not up front: --max-processes can be large */
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -42,18 +45,21 @@ struct {
 } sched_stats SEC(".maps");
 
 /* Caller has checked that the task belongs to a tracked process. */
-static __always_inline void record_enqueue(__u32 pid)
+static __always_inline void record_enqueue(struct task_struct *task)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 *enqueued_at =
+		bpf_task_storage_get(&wakeup_ts, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 
-	if (bpf_map_update_elem(&wakeup_ts, &pid, &now, BPF_ANY) != 0)
+	if (enqueued_at)
+		*enqueued_at = bpf_ktime_get_ns();
+	else
 		count_drop(GOLENS_CTR_RUNQ_START_DROPPED);
 }
 
 static __always_inline void on_wakeup(struct task_struct *task)
 {
 	if (is_tracked(task_tgid(task)))
-		record_enqueue(task->pid);
+		record_enqueue(task);
 }
 
 static __always_inline long task_state(struct task_struct *task)
@@ -82,9 +88,8 @@ static __always_inline void on_switch(struct task_struct *prev, struct task_stru
 				      bool prev_runnable)
 {
 	__u32 prev_tgid, next_tgid = task_tgid(next);
-	__u32 next_pid = next->pid;
 	struct golens_sched_stats *stats;
-	__u64 *enqueued_at;
+	__u64 *enqueued_at, start;
 
 	/* prev goes back to a run queue: the kernel's own nivcsw rule. */
 	if (prev_runnable) {
@@ -92,28 +97,28 @@ static __always_inline void on_switch(struct task_struct *prev, struct task_stru
 		if (is_tracked(prev_tgid)) {
 			stats = bpf_map_lookup_elem(&sched_stats, &prev_tgid);
 			if (stats)
-				__sync_fetch_and_add(&stats->involuntary_switches, 1);
+				stats->involuntary_switches += 1;
 			else
 				count_drop(GOLENS_CTR_SCHED_STATS_MISSING);
-			record_enqueue(prev->pid);
+			record_enqueue(prev);
 		}
 	}
 
 	if (!is_tracked(next_tgid))
 		return;
-	enqueued_at = bpf_map_lookup_elem(&wakeup_ts, &next_pid);
-	if (!enqueued_at)
+	enqueued_at = bpf_task_storage_get(&wakeup_ts, next, 0, 0);
+	if (!enqueued_at || !*enqueued_at)
 		return;
+	start = *enqueued_at;
+	*enqueued_at = 0;
 	stats = bpf_map_lookup_elem(&sched_stats, &next_tgid);
 	if (stats) {
 		__u64 now = bpf_ktime_get_ns();
-		__u64 start = *enqueued_at;
 		if (now > start)
-			hist_record(&stats->runqueue_latency, now - start);
+			hist_record_local(&stats->runqueue_latency, now - start);
 	} else {
 		count_drop(GOLENS_CTR_SCHED_STATS_MISSING);
 	}
-	bpf_map_delete_elem(&wakeup_ts, &next_pid);
 }
 
 /* Kernel 5.18+ passes prev's state (commit fa2c3254d7cf, "sched/tracing:

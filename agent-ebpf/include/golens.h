@@ -147,7 +147,7 @@ _Static_assert(sizeof(struct golens_calibration) == 8 * GOLENS_PIDNS_LEVELS + 4 
 
 /* Indexes of the agent_counters per-CPU array: every place the kernel side
  * can drop or skip work counts here, and each becomes a self-metric. */
-#define GOLENS_CTR_RUNQ_START_DROPPED 0   /* wakeup_ts map full: a latency sample lost */
+#define GOLENS_CTR_RUNQ_START_DROPPED 0   /* no wakeup_ts storage (out of memory): a sample lost */
 #define GOLENS_CTR_PROC_EVENT_DROPPED 1   /* proc_events ring buffer full */
 #define GOLENS_CTR_SCHED_STATS_MISSING 2  /* tracked tgid without a stats entry */
 #define GOLENS_CTR_EXEC_TRACK_FAILED 3    /* a known binary exec'd but a map was full */
@@ -155,7 +155,6 @@ _Static_assert(sizeof(struct golens_calibration) == 8 * GOLENS_PIDNS_LEVELS + 4 
 
 /* Map capacities (userspace may override tracked/sched_stats at load time). */
 #define GOLENS_MAX_TRACKED_DEFAULT 256
-#define GOLENS_WAKEUP_TS_ENTRIES 32768
 #define GOLENS_KNOWN_BINARIES 1024
 #define GOLENS_WANTED_COMMS 64
 #define GOLENS_PROC_EVENTS_BYTES (256 * 1024)

@@ -36,7 +36,11 @@ enum {
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
+	BPF_MAP_TYPE_TASK_STORAGE = 29,
 };
+
+/* bpf_task_storage_get flags */
+#define BPF_LOCAL_STORAGE_GET_F_CREATE (1ULL << 0)
 /* bpf_ringbuf_submit / bpf_ringbuf_query flags */
 #define BPF_RB_NO_WAKEUP (1ULL << 0)
 #define BPF_RB_FORCE_WAKEUP (1ULL << 1)

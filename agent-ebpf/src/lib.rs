@@ -152,7 +152,7 @@ pub mod uprobes {
 
 /// Indexes of the `agent_counters` per-CPU array and their metric `reason` labels.
 pub const AGENT_COUNTERS: &[(u32, &str)] = &[
-    (bindings::GOLENS_CTR_RUNQ_START_DROPPED, "runqueue_start_map_full"),
+    (bindings::GOLENS_CTR_RUNQ_START_DROPPED, "runqueue_start_storage_failed"),
     (bindings::GOLENS_CTR_PROC_EVENT_DROPPED, "proc_event_ring_full"),
     (bindings::GOLENS_CTR_SCHED_STATS_MISSING, "sched_stats_missing"),
     (bindings::GOLENS_CTR_EXEC_TRACK_FAILED, "exec_tracking_map_full"),

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, time::Instant};
 
-use golens_ebpf::GoStats;
+use golens_ebpf::{GoStats, SchedStats};
 
 use crate::{
     goruntime::STW_REASON_NAMES,
@@ -76,10 +76,7 @@ fn read_processes(tracker: &Tracker) -> Vec<ProcessSnapshot> {
         .map(|p| {
             let pid = p.key.pid;
             let sched = match tracker.maps.sched_stats.get(&pid, 0) {
-                Ok(stats) if sched_on => Some(SchedSnapshot {
-                    runqueue_latency: Log2Histogram::from_kernel(&stats.runqueue_latency),
-                    involuntary_switches: stats.involuntary_switches,
-                }),
+                Ok(per_cpu) if sched_on => Some(sched_snapshot(per_cpu.iter())),
                 _ => None,
             };
             let go = tracker.maps.go_stats.get(&pid, 0).map(|stats| go_snapshot(&stats));
@@ -98,6 +95,24 @@ fn read_processes(tracker: &Tracker) -> Vec<ProcessSnapshot> {
             }
         })
         .collect()
+}
+
+/// The scheduler view of a process: its per-CPU copies added up.
+fn sched_snapshot<'a>(per_cpu: impl Iterator<Item = &'a SchedStats>) -> SchedSnapshot {
+    let mut total = SchedStats::default();
+    for stats in per_cpu {
+        let (sum, one) = (&mut total.runqueue_latency, &stats.runqueue_latency);
+        for (slot, count) in sum.slots.iter_mut().zip(one.slots) {
+            *slot += count;
+        }
+        sum.sum_ns += one.sum_ns;
+        sum.count += one.count;
+        total.involuntary_switches += stats.involuntary_switches;
+    }
+    SchedSnapshot {
+        runqueue_latency: Log2Histogram::from_kernel(&total.runqueue_latency),
+        involuntary_switches: total.involuntary_switches,
+    }
 }
 
 /// Whether run-queue latency is measured: both wakeups and one sched_switch variant.
@@ -140,5 +155,29 @@ fn go_snapshot(stats: &GoStats) -> GoRuntimeSnapshot {
         stw_time_to_stop: by_reason(&stats.stw_time_to_stop),
         stw_pause: by_reason(&stats.stw_pause),
         stw_tail: Log2Histogram::from_kernel(&stats.stw_tail),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_cpu_scheduler_stats_add_up() {
+        let mut one = SchedStats::default();
+        one.runqueue_latency.slots[10] = 2;
+        one.runqueue_latency.sum_ns = 3000;
+        one.involuntary_switches = 5;
+        let mut other = SchedStats::default();
+        other.runqueue_latency.slots[10] = 1;
+        other.runqueue_latency.slots[20] = 4;
+        other.runqueue_latency.sum_ns = 4_000_000;
+        other.involuntary_switches = 1;
+        let snapshot = sched_snapshot([one, other].iter());
+        assert_eq!(snapshot.involuntary_switches, 6);
+        assert_eq!(snapshot.runqueue_latency.slots[10], 3);
+        assert_eq!(snapshot.runqueue_latency.slots[20], 4);
+        assert_eq!(snapshot.runqueue_latency.count, 7);
+        assert_eq!(snapshot.runqueue_latency.sum_ns, 4_003_000);
     }
 }

@@ -221,7 +221,11 @@ impl Tracker {
     }
 
     fn start_kernel_tracking(&mut self, pid: u32) -> Result<(), MapError> {
-        self.maps.sched_stats.insert(pid, SchedStats::default(), 0)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, error)| {
+            MapError::SyscallError(aya::sys::SyscallError { call: "nr_cpus", io_error: error })
+        })?;
+        let zeroed = aya::maps::PerCpuValues::try_from(vec![SchedStats::default(); cpus])?;
+        self.maps.sched_stats.insert(pid, zeroed, 0)?;
         let tracked = self
             .maps
             .go_stats

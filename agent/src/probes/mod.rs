@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, path::Path};
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         uprobe::{UProbeLink, UProbeScope},
         BtfTracePoint, UProbe,
@@ -59,7 +59,8 @@ pub fn load_btf(path: Option<&Path>) -> Result<Btf, ProbeError> {
 /// The maps userspace reads and writes.
 pub struct KernelMaps {
     pub tracked: HashMap<MapData, u32, u32>,
-    pub sched_stats: HashMap<MapData, u32, SchedStats>,
+    /// Per CPU: the scheduler programs add to their CPU's copy.
+    pub sched_stats: PerCpuHashMap<MapData, u32, SchedStats>,
     pub go_stats: HashMap<MapData, u32, GoStats>,
     pub agent_counters: PerCpuArray<MapData, u64>,
     pub wanted_comms: HashMap<MapData, [u8; 16], u32>,
@@ -84,6 +85,9 @@ impl KernelSide {
         let pidns_translate = u32::from(!view.initial);
         let ebpf = EbpfLoader::new()
             .btf(Some(&btf))
+            // wakeup_ts is task storage, which aya 0.14 creates but has no
+            // typed wrapper for (userspace never touches it).
+            .allow_unsupported_maps()
             .override_global(golens_ebpf::PIDNS_TRANSLATE_GLOBAL, &pidns_translate, true)
             .map_max_entries(maps::TRACKED, max_tracked)
             .map_max_entries(maps::SCHED_STATS, max_tracked)
@@ -268,7 +272,7 @@ impl KernelSide {
     ) -> Result<(KernelMaps, HashMap<MapData, BinaryKey, u32>, RingBuf<MapData>), ProbeError> {
         let kernel_maps = KernelMaps {
             tracked: self.typed_map(maps::TRACKED, HashMap::try_from)?,
-            sched_stats: self.typed_map(maps::SCHED_STATS, HashMap::try_from)?,
+            sched_stats: self.typed_map(maps::SCHED_STATS, PerCpuHashMap::try_from)?,
             go_stats: self.typed_map(maps::GO_STATS, HashMap::try_from)?,
             agent_counters: self.typed_map(maps::AGENT_COUNTERS, PerCpuArray::try_from)?,
             wanted_comms: self.typed_map(maps::WANTED_COMMS, HashMap::try_from)?,
