@@ -110,7 +110,20 @@ fn list_shows_go_processes_with_their_probes_and_skips_others() {
         .unwrap_or_else(|| panic!("no row for the Go process {}:\n{text}", go.pid()));
     let columns: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(&columns[1..], ["runqburn-1.19", "go1.19.8", "no", "no", "6/6"], "{row}");
-    assert!(text.contains("gc_cycle_start: runtime.gcResetMarkState (1 point)"), "{text}");
+    assert!(
+        text.contains(
+            "gc_cycle_start: runtime.gcResetMarkState, entry (stack-check jbe) (1 point)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("stw_started: runtime.startTheWorldWithSema, CALL runtime.wakep"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("fallback"),
+        "no probe of a Go 1.19 binary needs the RET fallback: {text}"
+    );
     assert!(
         !text.lines().any(|l| l.split_whitespace().next() == Some(&not_go.pid().to_string())),
         "`sleep` is not Go:\n{text}"
