@@ -128,9 +128,10 @@ static __always_inline __u32 hist_slot(__u64 value_ns)
 	return slot >= GOLENS_HIST_SLOTS ? GOLENS_HIST_SLOTS - 1 : slot;
 }
 
-/* For a histogram in a per-CPU value that only this CPU's programs write,
- * never at the same time (the scheduler tracepoints run with interrupts
- * off): plain adds, no locked instruction, no cache line shared. */
+/* For a histogram with one writer at a time: a per-CPU value that only this
+ * CPU's programs write (the scheduler tracepoints run with interrupts off),
+ * or one the Go runtime's own locking serialises (goruntime.bpf.c): plain
+ * adds, no locked instruction. */
 static __always_inline void hist_record_local(struct golens_hist *hist, __u64 value_ns)
 {
 	hist->slots[hist_slot(value_ns)] += 1;
@@ -138,11 +139,5 @@ static __always_inline void hist_record_local(struct golens_hist *hist, __u64 va
 	hist->count += 1;
 }
 
-static __always_inline void hist_record(struct golens_hist *hist, __u64 value_ns)
-{
-	__sync_fetch_and_add(&hist->slots[hist_slot(value_ns)], 1);
-	__sync_fetch_and_add(&hist->sum_ns, value_ns);
-	__sync_fetch_and_add(&hist->count, 1);
-}
 
 #endif /* GOLENS_COMMON_BPF_H */

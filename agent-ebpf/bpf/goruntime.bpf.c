@@ -32,6 +32,10 @@
  * per P. Every handler does a constant amount of work.
  *
  * Map: go_stats, tgid -> struct golens_go_stats, created by userspace.
+ * Updated with plain adds, no locked instructions: the runtime itself
+ * serialises what each field counts within a process (one GC cycle and one
+ * stop-the-world at a time, under gcsema and worldsema; sysmon is one
+ * thread), so no two probes write the same field at once.
  *
  * Programs: with uprobe_multi links (kernel 6.6+) one program,
  * golens_goprobe, serves every point of a binary in one link, told apart by
@@ -85,7 +89,7 @@ static __always_inline bool record_since(__u64 *started_ns, struct golens_hist *
 		return false;
 	if (clear)
 		*started_ns = 0;
-	hist_record(hist, bpf_ktime_get_ns() - started);
+	hist_record_local(hist, bpf_ktime_get_ns() - started);
 	return true;
 }
 
@@ -98,7 +102,7 @@ static __always_inline int on_gcstart(struct pt_regs *regs)
 
 	if (!stats)
 		return 0;
-	__sync_fetch_and_add(&stats->gc_cycles, 1);
+	stats->gc_cycles += 1;
 	stats->cycle_started_ns = bpf_ktime_get_ns();
 	return 0;
 }
@@ -127,13 +131,22 @@ static __always_inline int on_gcend(struct pt_regs *regs)
 static __always_inline int stw_stop_entry(struct pt_regs *regs, __u64 reason)
 {
 	struct golens_go_stats *stats = entry_stats(regs);
+	__u64 now;
 
 	if (!stats)
 		return 0;
-	__sync_fetch_and_add(&stats->stw_stops, 1);
+	now = bpf_ktime_get_ns();
+	stats->stw_stops += 1;
 	stats->stw_reason = reason < GOLENS_STW_REASONS ? reason : 0;
 	stats->tail_started_ns = 0;
-	stats->stw_started_ns = bpf_ktime_get_ns();
+	stats->stw_started_ns = now;
+	/* Go 1.21+: sweep termination's stop is where gcStart begins a cycle
+	 * (work.tSweepTerm): the cycle is counted here, one probe hit fewer
+	 * per cycle than on gcResetMarkState (which older Go needs). */
+	if (reason == GOLENS_STW_REASON_GC_SWEEP_TERM) {
+		stats->gc_cycles += 1;
+		stats->cycle_started_ns = now;
+	}
 	return 0;
 }
 
@@ -163,7 +176,7 @@ static __always_inline int on_stwdown(struct pt_regs *regs)
 	if (reason >= GOLENS_STW_REASONS)
 		reason = 0;
 	if (!record_since(&stats->stw_started_ns, &stats->stw_time_to_stop[reason], false))
-		__sync_fetch_and_add(&stats->stw_unpaired, 1);
+		stats->stw_unpaired += 1;
 	return 0;
 }
 
@@ -184,7 +197,7 @@ static __always_inline int on_stwup(struct pt_regs *regs)
 	if (record_since(&stats->stw_started_ns, &stats->stw_pause[reason], true))
 		return 0;
 	if (!record_since(&stats->tail_started_ns, &stats->stw_tail, true))
-		__sync_fetch_and_add(&stats->stw_unpaired, 1);
+		stats->stw_unpaired += 1;
 	return 0;
 }
 
@@ -197,7 +210,7 @@ static __always_inline int on_sysmon(struct pt_regs *regs)
 	struct golens_go_stats *stats = current_go_stats();
 
 	if (stats)
-		__sync_fetch_and_add(&stats->sysmon_preemptions, 1);
+		stats->sysmon_preemptions += 1;
 	return 0;
 }
 

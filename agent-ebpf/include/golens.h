@@ -51,6 +51,7 @@ _Static_assert(sizeof(struct golens_sched_stats) == sizeof(struct golens_hist) +
  * serialises them with worldsema/gcsema), so one slot per process suffices.
  */
 #define GOLENS_STW_REASONS 17 /* runtime.stwReason values 0..16 (Go 1.21-1.27); 0 = unknown */
+#define GOLENS_STW_REASON_GC_SWEEP_TERM 2 /* stwGCSweepTerm: once per GC cycle, at its start */
 
 struct golens_go_stats {
 	__u64 gc_cycles;            /* cycles started (runtime.gcResetMarkState entry) */

@@ -9,7 +9,7 @@ use crate::{
     cli::ListArgs,
     discovery::{procfs, Inspection, Inspector},
     gobinary::GoBinary,
-    goruntime::plan::plan,
+    goruntime::plan::{plan, resolve_derived},
     snapshot::{ProbeStatus, Snapshot},
 };
 
@@ -61,13 +61,14 @@ fn rows_from_host(pids: &[u32]) -> Result<Vec<Row>> {
             },
         };
         let plan = plan(&binary);
-        let probes = plan
+        let mut outcomes: Vec<Result<usize, String>> = plan
             .probes
-            .into_iter()
-            .map(|planned| {
-                planned.status(planned.points.as_ref().map(Vec::len).map_err(Clone::clone))
-            })
+            .iter()
+            .map(|planned| planned.points.as_ref().map(Vec::len).map_err(Clone::clone))
             .collect();
+        resolve_derived(&plan.probes, &mut outcomes);
+        let probes =
+            plan.probes.iter().zip(outcomes).map(|(planned, o)| planned.status(o)).collect();
         rows.push(Row {
             pid,
             comm,

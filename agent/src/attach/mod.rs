@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 use crate::{
     discovery::procfs::FileIdentity,
     gobinary::GoBinary,
-    goruntime::plan::{plan, Plan},
+    goruntime::plan::{plan, resolve_derived, Plan},
     probes::KernelSide,
     snapshot::ProbeStatus,
 };
@@ -275,10 +275,11 @@ impl ProbeRegistry {
         if let Some(warning) = &plan.warning {
             warn!(exe, "{warning}");
         }
-        let (outcomes, links) = match &self.multi {
+        let (mut outcomes, links) = match &self.multi {
             Some(multi) => attach_dispatch(multi, path, plan),
             None => self.attach_perf(path, plan),
         };
+        resolve_derived(&plan.probes, &mut outcomes);
         let statuses: Vec<ProbeStatus> = plan
             .probes
             .iter()

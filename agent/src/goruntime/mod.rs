@@ -22,6 +22,9 @@ pub enum Site {
     /// The last conditional branch before the function's RET that leads to
     /// a call of the named function (a final `if bad { throw(...) }`).
     BranchToCallBeforeReturn(&'static str),
+    /// No point of its own: the named probe's program measures it too. The
+    /// probe is attached exactly when that one is.
+    DerivedFrom(&'static str),
 }
 
 impl Site {
@@ -32,6 +35,7 @@ impl Site {
             Site::Returns => "every RET (fallback: single-stepped)".to_string(),
             Site::CallsTo(callee) => format!("CALL {callee}"),
             Site::BranchToCallBeforeReturn(callee) => format!("last branch to {callee} before RET"),
+            Site::DerivedFrom(probe) => format!("no point of its own: measured by {probe}"),
         }
     }
 }
@@ -111,7 +115,22 @@ const fn probe(
 /// emulates, so no probe is single-stepped inside a pause.
 pub const RUNTIME_PROBES: &[RuntimeProbe] = &[
     // Once per GC cycle, once gcStart's trigger checks passed.
-    probe("gc_cycle_start", "runtime.gcResetMarkState", Site::Entry, uprobes::GC_CYCLE_START),
+    RuntimeProbe {
+        until: Some(V1_21),
+        ..probe("gc_cycle_start", "runtime.gcResetMarkState", Site::Entry, uprobes::GC_CYCLE_START)
+    },
+    // Go 1.21+ passes the stop's reason: sweep termination's stop is the
+    // cycle's start (work.tSweepTerm), counted by the stw_stop program.
+    RuntimeProbe {
+        since: V1_21,
+        decodes_arguments: true,
+        ..probe(
+            "gc_cycle_start",
+            "runtime.stopTheWorldWithSema",
+            Site::DerivedFrom("stw_stop"),
+            uprobes::STW_STOP_REASON,
+        )
+    },
     // `now := nanotime(); sec, nsec, _ := time_now()`: the end of the cycle
     // (work.tEnd) and of the mark-termination pause.
     RuntimeProbe {

@@ -38,6 +38,23 @@ impl PlannedProbe {
     }
 }
 
+/// A probe `DerivedFrom` another has that one's outcome: attached when it
+/// is, not attached (saying why) when it is not. `outcomes` follow `probes`.
+pub fn resolve_derived(probes: &[PlannedProbe], outcomes: &mut [Result<usize, String>]) {
+    for index in 0..probes.len() {
+        let Some(Site::DerivedFrom(source)) = probes[index].site else { continue };
+        let source_outcome = probes
+            .iter()
+            .position(|p| p.name == source)
+            .map(|at| outcomes[at].clone())
+            .unwrap_or_else(|| Err(format!("{source} is not in the plan")));
+        outcomes[index] = match source_outcome {
+            Ok(_) => Ok(0),
+            Err(reason) => Err(format!("measured by {source}, which is not attached: {reason}")),
+        };
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub probes: Vec<PlannedProbe>,
@@ -132,6 +149,7 @@ fn points_at(
             ensure_emulated(binary, &function, &[entry.point])?;
             Ok(vec![entry.point])
         }
+        Site::DerivedFrom(_) => Ok(Vec::new()),
         Site::Returns => {
             let returns = binary.return_offsets(&function).map_err(|e| e.to_string())?;
             if returns.is_empty() {
