@@ -19,6 +19,7 @@ const INPUTS: &[&str] = &[
     "bpf/sched.bpf.c",
     "bpf/procs.bpf.c",
     "bpf/goruntime.bpf.c",
+    "bpf/syscalls.bpf.c",
     "include/golens.h",
     "include/kernel_types.h",
 ];

@@ -11,6 +11,7 @@
 /* procs last: it uses sched's and goruntime's maps */
 #include "sched.bpf.c"
 #include "goruntime.bpf.c"
+#include "syscalls.bpf.c"
 #include "procs.bpf.c"
 
 char LICENSE[] SEC("license") = "GPL";

@@ -64,6 +64,13 @@ struct {
 	__type(value, struct golens_go_stats);
 } zero_go_stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct golens_pressure_stats);
+} zero_pressure_stats SEC(".maps");
+
 /* Filled once by golens_calib; read by userspace. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -112,14 +119,17 @@ static __always_inline bool track_from_exec(__u32 tgid)
 	__u32 zero = 0, by_exec = GOLENS_TRACKED_BY_EXEC;
 	struct golens_sched_stats *sched = bpf_map_lookup_elem(&zero_sched_stats, &zero);
 	struct golens_go_stats *go = bpf_map_lookup_elem(&zero_go_stats, &zero);
+	struct golens_pressure_stats *pressure = bpf_map_lookup_elem(&zero_pressure_stats, &zero);
 
-	if (!sched || !go)
+	if (!sched || !go || !pressure)
 		return false;
-	/* sched_stats is per CPU: an update from here writes this CPU's copy
-	 * only, and zeroes the others only for a new element, so a re-exec's
-	 * old entry is deleted first. */
+	/* sched_stats and pressure_stats are per CPU: an update from here
+	 * writes this CPU's copy only, and zeroes the others only for a new
+	 * element, so a re-exec's old entry is deleted first. */
 	bpf_map_delete_elem(&sched_stats, &tgid);
+	bpf_map_delete_elem(&pressure_stats, &tgid);
 	if (bpf_map_update_elem(&sched_stats, &tgid, sched, BPF_NOEXIST) ||
+	    bpf_map_update_elem(&pressure_stats, &tgid, pressure, BPF_NOEXIST) ||
 	    bpf_map_update_elem(&go_stats, &tgid, go, BPF_ANY) ||
 	    bpf_map_update_elem(&tracked, &tgid, &by_exec, BPF_ANY)) {
 		count_drop(GOLENS_CTR_EXEC_TRACK_FAILED);

@@ -85,6 +85,25 @@ struct golens_binary_key {
 };
 _Static_assert(sizeof(struct golens_binary_key) == 16, "golens_binary_key size");
 
+/*
+ * Pressure and syscall view of one process (value of the pressure_stats map,
+ * keyed by tgid), from the per-syscall tracepoints (syscalls.bpf.c).
+ * Created by userspace (and by the exec handler) with the other stats.
+ */
+struct golens_pressure_stats {
+	__u64 vmas;            /* mm->map_count at the last mapping syscall (on this CPU) */
+	__u64 vmas_peak;       /* highest during collection epoch vmas_epoch */
+	__u64 vmas_epoch;      /* golens_config.collection_epoch when vmas_peak was set */
+	__u64 emfile;          /* fd-creating syscalls that failed with EMFILE */
+	__u64 enfile;          /* ... with ENFILE */
+	__u64 connect_eaddrnotavail; /* connect() that failed with EADDRNOTAVAIL */
+	__u64 timerfd_settime;       /* timerfd_settime() calls */
+	struct golens_hist netpoll_wait;   /* blocking epoll waits (timeout != 0) */
+	struct golens_hist timer_lateness; /* a timed wait that timed out: slept - asked */
+};
+_Static_assert(sizeof(struct golens_pressure_stats) == 56 + 2 * sizeof(struct golens_hist),
+	       "golens_pressure_stats size");
+
 /* Attach cookies of golens_goprobe: which Go runtime probe a point is. */
 #define GOLENS_GOPROBE_GC_START 1
 #define GOLENS_GOPROBE_GC_END 2
@@ -125,8 +144,12 @@ struct golens_config {
 	__u64 pidns; /* struct pid_namespace address; 0 = not calibrated yet */
 	__u32 pidns_level;
 	__u32 comm_filter; /* exec tracking only for comms in wanted_comms */
+	/* Bumped by userspace after each collection: peaks (VMAs) start over
+	 * in the kernel when they see a new epoch, with no write from
+	 * userspace into the stats the kernel updates. */
+	__u64 collection_epoch;
 };
-_Static_assert(sizeof(struct golens_config) == 16, "golens_config size");
+_Static_assert(sizeof(struct golens_config) == 24, "golens_config size");
 
 /*
  * What the calibration program saw of golens' own task (see

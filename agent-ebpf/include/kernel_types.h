@@ -119,9 +119,14 @@ struct linux_binprm {
 	struct file *file;
 };
 
+struct mm_struct {
+	int map_count; /* VMAs; vm.max_map_count is its limit */
+};
+
 struct task_struct {
 	/* 5.14+ (commit 2f064a59a11f, "sched: Change task_struct::state") */
 	unsigned int __state;
+	struct mm_struct *mm;
 	pid_t pid;
 	pid_t tgid;
 	struct task_struct *group_leader;
@@ -135,5 +140,34 @@ struct task_struct___pre514 {
 };
 
 #pragma clang attribute pop
+
+/* Context of the per-syscall tracepoints (syscalls/sys_enter_NAME and
+ * sys_exit_NAME). Their layout is the tracefs format of every syscall
+ * event (common header, then __syscall_nr, then args or ret at offset 16):
+ * a fixed ABI of the tracepoint, not a kernel struct, so not relocated. */
+struct syscall_enter_args {
+	__u64 common;
+	__s32 nr;
+	__u32 _pad;
+	__u64 args[6];
+};
+
+struct syscall_exit_args {
+	__u64 common;
+	__s32 nr;
+	__u32 _pad;
+	__s64 ret;
+};
+
+/* struct __kernel_timespec (uapi): what nanosleep and epoll_pwait2 take. */
+struct kernel_timespec {
+	__s64 tv_sec;
+	__s64 tv_nsec;
+};
+
+#define EMFILE 24
+#define ENFILE 23
+#define EADDRNOTAVAIL 99
+#define EINTR 4
 
 #endif /* GOLENS_KERNEL_TYPES_H */

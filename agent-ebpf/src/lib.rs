@@ -13,8 +13,8 @@ pub mod bindings {
 
 pub use bindings::{
     golens_binary_key as BinaryKey, golens_calibration as Calibration, golens_config as Config,
-    golens_go_stats as GoStats, golens_hist as Hist, golens_proc_event as ProcEvent,
-    golens_sched_stats as SchedStats,
+    golens_go_stats as GoStats, golens_hist as Hist, golens_pressure_stats as PressureStats,
+    golens_proc_event as ProcEvent, golens_sched_stats as SchedStats,
 };
 
 // SAFETY: plain-old-data structs of fixed-width integers with explicit padding
@@ -26,6 +26,7 @@ unsafe impl aya::Pod for GoStats {}
 unsafe impl aya::Pod for BinaryKey {}
 unsafe impl aya::Pod for Config {}
 unsafe impl aya::Pod for Calibration {}
+unsafe impl aya::Pod for PressureStats {}
 
 /// Load-time global (`const volatile` in the object): 1 when pids must be
 /// translated into golens' pid namespace (see `bpf/common.bpf.h`).
@@ -53,7 +54,13 @@ pub mod maps {
     pub const ZERO_SCHED_STATS: &str = "zero_sched_stats";
     pub const ZERO_GO_STATS: &str = "zero_go_stats";
     pub const PIDNS_CALIBRATION: &str = "pidns_calibration";
+    pub const PRESSURE_STATS: &str = "pressure_stats";
+    pub const ZERO_PRESSURE_STATS: &str = "zero_pressure_stats";
+    pub const WAIT_START: &str = "wait_start";
     pub const ALL: &[&str] = &[
+        PRESSURE_STATS,
+        ZERO_PRESSURE_STATS,
+        WAIT_START,
         TRACKED,
         AGENT_COUNTERS,
         WAKEUP_TS,
@@ -107,6 +114,74 @@ pub mod programs {
         SCHED_SWITCH_OLD,
         PIDNS_CALIBRATION,
     ];
+}
+
+/// A classic tracepoint program (`SEC("tracepoint/CATEGORY/NAME")`).
+#[derive(Debug, Clone, Copy)]
+pub struct TracePointProgram {
+    pub program: &'static str,
+    pub category: &'static str,
+    pub name: &'static str,
+}
+
+/// The per-syscall tracepoint families (see `bpf/syscalls.bpf.c`).
+pub mod syscalls {
+    use super::TracePointProgram;
+
+    const fn sys(program: &'static str, name: &'static str) -> TracePointProgram {
+        TracePointProgram { program, category: "syscalls", name }
+    }
+
+    /// mm->map_count at the exits of the mapping syscalls.
+    pub const VMA: &[TracePointProgram] = &[
+        sys("golens_mmap", "sys_exit_mmap"),
+        sys("golens_munmap", "sys_exit_munmap"),
+        sys("golens_mremap", "sys_exit_mremap"),
+        sys("golens_brk", "sys_exit_brk"),
+        sys("golens_mprotect", "sys_exit_mprotect"),
+    ];
+    /// EMFILE / ENFILE from the fd-creating syscalls a Go program makes (the
+    /// runtime and the standard library, and the usual C library calls of
+    /// cgo code): each tracepoint costs an RCU grace period (~36 ms here) to
+    /// detach, so rarer ones (openat2, socketpair, memfd_create, signalfd4,
+    /// the legacy pipe) are left out.
+    pub const FD: &[TracePointProgram] = &[
+        sys("golens_fopen", "sys_exit_open"),
+        sys("golens_fopenat", "sys_exit_openat"),
+        sys("golens_fsocket", "sys_exit_socket"),
+        sys("golens_faccept", "sys_exit_accept"),
+        sys("golens_faccept4", "sys_exit_accept4"),
+        sys("golens_fdup", "sys_exit_dup"),
+        sys("golens_fdup2", "sys_exit_dup2"),
+        sys("golens_fdup3", "sys_exit_dup3"),
+        sys("golens_ffcntl", "sys_exit_fcntl"),
+        sys("golens_fpipe2", "sys_exit_pipe2"),
+        sys("golens_fepollc", "sys_exit_epoll_create1"),
+        sys("golens_fevtfd", "sys_exit_eventfd2"),
+        sys("golens_ftfdcre", "sys_exit_timerfd_create"),
+        sys("golens_finotify", "sys_exit_inotify_init1"),
+        sys("golens_fpidfd", "sys_exit_pidfd_open"),
+    ];
+    /// EADDRNOTAVAIL from connect.
+    pub const NET: &[TracePointProgram] = &[sys("golens_connect", "sys_exit_connect")];
+    /// Blocking epoll waits (Go waits with epoll_pwait; epoll_pwait2 for
+    /// newer callers; the legacy epoll_wait is left out).
+    pub const NETPOLL: &[TracePointProgram] = &[
+        sys("golens_epp_in", "sys_enter_epoll_pwait"),
+        sys("golens_epp_out", "sys_exit_epoll_pwait"),
+        sys("golens_epp2_in", "sys_enter_epoll_pwait2"),
+        sys("golens_epp2_out", "sys_exit_epoll_pwait2"),
+    ];
+    /// Timer lateness of sleeps (epoll timeouts are in NETPOLL's programs)
+    /// and timerfd_settime calls.
+    pub const TIMERS: &[TracePointProgram] = &[
+        sys("golens_ns_in", "sys_enter_nanosleep"),
+        sys("golens_ns_out", "sys_exit_nanosleep"),
+        sys("golens_cns_in", "sys_enter_clock_nanosleep"),
+        sys("golens_cns_out", "sys_exit_clock_nanosleep"),
+        sys("golens_tfd_set", "sys_enter_timerfd_settime"),
+    ];
+    pub const ALL: &[&[TracePointProgram]] = &[VMA, FD, NET, NETPOLL, TIMERS];
 }
 
 /// Uprobe programs on Go runtime functions (see `bpf/goruntime.bpf.c`).

@@ -5,7 +5,7 @@ use aya::{
     programs::{BtfTracePoint, UProbe},
     Btf, EbpfLoader,
 };
-use golens_ebpf::{maps, programs, uprobes, OBJECT};
+use golens_ebpf::{maps, programs, syscalls, uprobes, OBJECT};
 
 #[test]
 #[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
@@ -21,7 +21,10 @@ fn every_named_map_and_program_loads_and_attaches() {
     }
     let all: Vec<_> = programs::ALL.iter().collect();
     assert_eq!(
-        all.len() + uprobes::ALL.len() + 1, // + the dispatcher
+        all.len()
+            + uprobes::ALL.len()
+            + 1 // the dispatcher
+            + syscalls::ALL.iter().map(|family| family.len()).sum::<usize>(),
         ebpf.programs().count(),
         "a program in the object has no name constant"
     );
@@ -32,6 +35,14 @@ fn every_named_map_and_program_loads_and_attaches() {
             .try_into()
             .expect("uprobe program");
         program.load().unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    }
+    for spec in syscalls::ALL.iter().flat_map(|family| family.iter()) {
+        let program: &mut aya::programs::TracePoint = ebpf
+            .program_mut(spec.program)
+            .unwrap_or_else(|| panic!("program `{}` missing", spec.program))
+            .try_into()
+            .expect("tracepoint program");
+        program.load().unwrap_or_else(|e| panic!("{}: {e:?}", spec.program));
     }
     for spec in all {
         let program: &mut BtfTracePoint = ebpf
@@ -65,6 +76,7 @@ fn program_names_fit_the_kernels_15_characters_and_stay_unique() {
         .map(|p| p.program)
         .chain(uprobes::ALL.iter().copied())
         .chain([uprobes::DISPATCH])
+        .chain(syscalls::ALL.iter().flat_map(|f| f.iter()).map(|p| p.program))
         .collect();
     for name in &names {
         assert!(name.len() <= 15, "{name} is longer than 15 characters");

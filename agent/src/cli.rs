@@ -92,9 +92,17 @@ pub struct RunArgs {
     /// Probe families to attach, comma-separated: sched (run-queue latency
     /// and involuntary switches, from scheduler tracepoints), goruntime (GC
     /// cycles, stop-the-world pauses, sysmon preemptions, from uprobes on the
-    /// Go runtime). Discovery (exec/exit) is always on. Each family's cost is
-    /// in the README.
-    #[arg(long, value_delimiter = ',', default_value = "sched,goruntime", value_name = "FAMILIES")]
+    /// Go runtime), and from per-syscall tracepoints: vma (mappings against
+    /// vm.max_map_count), fd (EMFILE/ENFILE), net (connect EADDRNOTAVAIL),
+    /// netpoll (blocking epoll waits), timers (late timed waits,
+    /// timerfd_settime). Discovery (exec/exit) is always on. Each family's
+    /// cost is in the README.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "sched,goruntime,vma,fd,net,netpoll,timers",
+        value_name = "FAMILIES"
+    )]
     pub probes: Vec<ProbeFamily>,
 
     /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux (for kernels that
@@ -115,6 +123,49 @@ pub struct RunArgs {
 pub enum ProbeFamily {
     Sched,
     Goruntime,
+    Vma,
+    Fd,
+    Net,
+    Netpoll,
+    Timers,
+}
+
+impl ProbeFamily {
+    /// Every family, the default of `--probes`.
+    pub const ALL: [ProbeFamily; 7] = [
+        ProbeFamily::Sched,
+        ProbeFamily::Goruntime,
+        ProbeFamily::Vma,
+        ProbeFamily::Fd,
+        ProbeFamily::Net,
+        ProbeFamily::Netpoll,
+        ProbeFamily::Timers,
+    ];
+
+    /// The per-syscall tracepoint programs of a syscall family.
+    pub fn syscall_programs(self) -> Option<&'static [golens_ebpf::TracePointProgram]> {
+        use golens_ebpf::syscalls;
+        match self {
+            ProbeFamily::Sched | ProbeFamily::Goruntime => None,
+            ProbeFamily::Vma => Some(syscalls::VMA),
+            ProbeFamily::Fd => Some(syscalls::FD),
+            ProbeFamily::Net => Some(syscalls::NET),
+            ProbeFamily::Netpoll => Some(syscalls::NETPOLL),
+            ProbeFamily::Timers => Some(syscalls::TIMERS),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeFamily::Sched => "sched",
+            ProbeFamily::Goruntime => "goruntime",
+            ProbeFamily::Vma => "vma",
+            ProbeFamily::Fd => "fd",
+            ProbeFamily::Net => "net",
+            ProbeFamily::Netpoll => "netpoll",
+            ProbeFamily::Timers => "timers",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -151,7 +202,7 @@ impl Default for RunArgs {
             targets: TargetArgs { pids: Vec::new(), comms: Vec::new(), max_processes: 256 },
             btf: None,
             attach_mode: AttachModeArg::Auto,
-            probes: vec![ProbeFamily::Sched, ProbeFamily::Goruntime],
+            probes: ProbeFamily::ALL.to_vec(),
         }
     }
 }
@@ -196,7 +247,7 @@ mod tests {
         assert_eq!(args.probes, vec![ProbeFamily::Sched]);
         let cli = Cli::try_parse_from(["golens", "run"]).unwrap();
         let Some(Command::Run(args)) = cli.command else { panic!("run") };
-        assert_eq!(args.probes, vec![ProbeFamily::Sched, ProbeFamily::Goruntime]);
+        assert_eq!(args.probes, ProbeFamily::ALL.to_vec());
         assert!(Cli::try_parse_from(["golens", "run", "--probes", "sched,disk"]).is_err());
     }
 

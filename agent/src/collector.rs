@@ -3,12 +3,13 @@
 
 use std::{collections::BTreeMap, time::Instant};
 
-use golens_ebpf::{GoStats, SchedStats};
+use golens_ebpf::{GoStats, PressureStats, SchedStats};
 
 use crate::{
     goruntime::STW_REASON_NAMES,
     snapshot::{
         AgentSnapshot, GoRuntimeSnapshot, Log2Histogram, ProcessSnapshot, SchedSnapshot, Snapshot,
+        SyscallSnapshot,
     },
     tracker::Tracker,
 };
@@ -43,7 +44,9 @@ impl Collector {
         tracker.rescan_if_capacity_freed();
         tracker.registry.reap_idle();
 
-        let processes = read_processes(tracker);
+        let epoch = read_epoch(tracker);
+        let processes = read_processes(tracker, epoch);
+        next_epoch(tracker, epoch);
         self.collections += 1;
         let agent = AgentSnapshot {
             tracked_processes: processes.len() as u64,
@@ -69,8 +72,10 @@ impl Collector {
 }
 
 /// The kernel's per-process counters.
-fn read_processes(tracker: &Tracker) -> Vec<ProcessSnapshot> {
-    let sched_on = sched_attached(&tracker.registry.kernel().attached);
+fn read_processes(tracker: &Tracker, epoch: u64) -> Vec<ProcessSnapshot> {
+    let attached = &tracker.registry.kernel().attached;
+    let sched_on = sched_attached(attached);
+    let families = SyscallFamilies::attached(attached);
     tracker
         .processes()
         .map(|p| {
@@ -80,6 +85,10 @@ fn read_processes(tracker: &Tracker) -> Vec<ProcessSnapshot> {
                 _ => None,
             };
             let go = tracker.maps.go_stats.get(&pid, 0).map(|stats| go_snapshot(&stats));
+            let syscalls = match tracker.maps.pressure_stats.get(&pid, 0) {
+                Ok(per_cpu) => syscall_snapshot(per_cpu.iter(), epoch, families),
+                Err(_) => SyscallSnapshot::default(),
+            };
             ProcessSnapshot {
                 pid,
                 comm: p.comm.clone(),
@@ -91,6 +100,7 @@ fn read_processes(tracker: &Tracker) -> Vec<ProcessSnapshot> {
                 pie: p.binary.pie,
                 sched,
                 go: go.unwrap_or_default(),
+                syscalls,
                 probes: p.probes.as_ref().clone(),
             }
         })
@@ -112,6 +122,82 @@ fn sched_snapshot<'a>(per_cpu: impl Iterator<Item = &'a SchedStats>) -> SchedSna
     SchedSnapshot {
         runqueue_latency: Log2Histogram::from_kernel(&total.runqueue_latency),
         involuntary_switches: total.involuntary_switches,
+    }
+}
+
+/// Which per-syscall families have at least one tracepoint attached.
+#[derive(Debug, Clone, Copy, Default)]
+struct SyscallFamilies {
+    vma: bool,
+    fd: bool,
+    net: bool,
+    netpoll: bool,
+    timers: bool,
+}
+
+impl SyscallFamilies {
+    fn attached(attached: &BTreeMap<String, bool>) -> SyscallFamilies {
+        use golens_ebpf::syscalls::{FD, NET, NETPOLL, TIMERS, VMA};
+        let any = |family: &[golens_ebpf::TracePointProgram]| {
+            family.iter().any(|p| attached.get(p.program) == Some(&true))
+        };
+        SyscallFamilies {
+            vma: any(VMA),
+            fd: any(FD),
+            net: any(NET),
+            netpoll: any(NETPOLL),
+            timers: any(TIMERS),
+        }
+    }
+}
+
+/// The syscall view of a process from its per-CPU copies.
+fn syscall_snapshot<'a>(
+    per_cpu: impl Iterator<Item = &'a PressureStats> + Clone,
+    epoch: u64,
+    on: SyscallFamilies,
+) -> SyscallSnapshot {
+    let add_hist = |pick: fn(&PressureStats) -> &golens_ebpf::Hist| {
+        let mut total = golens_ebpf::Hist::default();
+        for stats in per_cpu.clone() {
+            let one = pick(stats);
+            for (slot, count) in total.slots.iter_mut().zip(one.slots) {
+                *slot += count;
+            }
+            total.sum_ns += one.sum_ns;
+            total.count += one.count;
+        }
+        Log2Histogram::from_kernel(&total)
+    };
+    let sum = |pick: fn(&PressureStats) -> u64| per_cpu.clone().map(pick).sum::<u64>();
+    let peak_this_epoch =
+        per_cpu.clone().filter(|s| s.vmas_epoch == epoch).map(|s| s.vmas_peak).max();
+    let last_seen = per_cpu.clone().map(|s| s.vmas).max().filter(|&v| v > 0);
+    SyscallSnapshot {
+        vmas_peak: on.vma.then(|| peak_this_epoch.or(last_seen)).flatten(),
+        fd_exhaustion: on.fd.then(|| {
+            BTreeMap::from([
+                ("EMFILE".to_string(), sum(|s| s.emfile)),
+                ("ENFILE".to_string(), sum(|s| s.enfile)),
+            ])
+        }),
+        connect_eaddrnotavail: on.net.then(|| sum(|s| s.connect_eaddrnotavail)),
+        netpoll_wait: on.netpoll.then(|| add_hist(|s| &s.netpoll_wait)),
+        timer_lateness: on.timers.then(|| add_hist(|s| &s.timer_lateness)),
+        timerfd_settime: on.timers.then(|| sum(|s| s.timerfd_settime)),
+    }
+}
+
+/// The collection epoch the kernel's peaks belong to now.
+fn read_epoch(tracker: &Tracker) -> u64 {
+    tracker.maps.agent_config.get(&0, 0).map_or(0, |config| config.collection_epoch)
+}
+
+/// Starts a new epoch: the kernel's peaks start over.
+fn next_epoch(tracker: &mut Tracker, epoch: u64) {
+    if let Ok(mut config) = tracker.maps.agent_config.get(&0, 0) {
+        config.collection_epoch = epoch + 1;
+        let _ = tracker.maps.agent_config.set(0, config, 0);
     }
 }
 

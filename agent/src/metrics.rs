@@ -172,6 +172,78 @@ const STW_PAUSE_PROBES: &[&str] = &["stw_stop", "stw_started", "gc_cycle_end"];
 const STW_TIME_TO_STOP_PROBES: &[&str] = &["stw_stop", "stw_stopped"];
 const SYSMON_PROBES: &[&str] = &["sysmon_preempt"];
 
+/// The per-syscall tracepoint families: a family that is off exports nothing.
+fn encode_syscall_families(
+    encoder: &mut DescriptorEncoder,
+    processes: &[ProcessSnapshot],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "golens_process_vmas_peak",
+        "Highest number of memory mappings (mm->map_count, limited by vm.max_map_count) seen at \
+         the exits of mmap/munmap/mremap/brk/mprotect since the previous collection (the last \
+         count when there was none).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for process in processes {
+        if let Some(peak) = process.syscalls.vmas_peak {
+            family.encode_family(&process_labels(process))?.encode_gauge(&peak)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "golens_process_fd_exhaustion",
+        "fd-creating syscalls (open, socket, accept, dup, pipe, epoll_create, eventfd, \
+         timerfd_create, ...) that failed with EMFILE (the process's RLIMIT_NOFILE) or ENFILE \
+         (fs.file-max), by errno.",
+        None,
+        MetricType::Counter,
+    )?;
+    for process in processes {
+        for (errno, count) in process.syscalls.fd_exhaustion.iter().flatten() {
+            let mut labels = process_labels(process);
+            labels.push(("errno", errno.clone()));
+            family.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(count, None)?;
+        }
+    }
+    encode_process_counters(
+        encoder,
+        processes,
+        (
+            "golens_process_connect_eaddrnotavail",
+            "connect() calls that failed with EADDRNOTAVAIL: no ephemeral port left \
+               (net.ipv4.ip_local_port_range).",
+        ),
+        |p| p.syscalls.connect_eaddrnotavail,
+    )?;
+    encode_process_counters(
+        encoder,
+        processes,
+        ("golens_timerfd_settime", "timerfd_settime() calls."),
+        |p| p.syscalls.timerfd_settime,
+    )?;
+    encode_process_histograms(
+        encoder,
+        processes,
+        (
+            "golens_go_netpoll_wait_seconds",
+            "Blocking epoll waits (epoll_wait/epoll_pwait/epoll_pwait2 with a timeout other \
+               than 0: the Go netpoller parking an M): how long each lasted.",
+        ),
+        |p| p.syscalls.netpoll_wait.as_ref(),
+    )?;
+    encode_process_histograms(
+        encoder,
+        processes,
+        (
+            "golens_timer_lateness_seconds",
+            "Timed waits that timed out (nanosleep, clock_nanosleep, and with the netpoll family \
+               epoll timeouts): how much later than asked they returned.",
+        ),
+        |p| p.syscalls.timer_lateness.as_ref(),
+    )?;
+    Ok(())
+}
+
 /// A histogram family with a `reason` label, per process whose `probes` are attached.
 fn encode_by_reason(
     encoder: &mut DescriptorEncoder,
@@ -295,6 +367,8 @@ fn encode_processes(
         ),
         |p| p.probes_attached(SYSMON_PROBES).then_some(p.go.sysmon_preemptions),
     )?;
+
+    encode_syscall_families(encoder, processes)?;
 
     let mut family = encoder.encode_descriptor(
         "golens_probe_attached",

@@ -96,6 +96,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     info!("shutting down: detaching probes");
     stop.store(true, Ordering::Release);
     let _ = tokio::task::spawn_blocking(move || agent.join()).await;
+    probes::release_tracefs();
     info!("stopped");
     Ok(())
 }
@@ -124,6 +125,7 @@ fn load_and_attach(
         }
     }
     kernel.calibrate_pidns(view).context("reading pids in golens' pid namespace")?;
+    attach_syscall_families(&mut kernel, &args.probes);
     let multi = match attach_mode {
         _ if !goruntime => Err("the goruntime family is off (--probes)".to_string()),
         AttachModeArg::PerfEvent => Err("--attach-mode perf-event".to_string()),
@@ -171,6 +173,32 @@ fn load_and_attach(
         info!("no Go process found yet; new ones are picked up when they start");
     }
     Ok((tracker, proc_events))
+}
+
+/// The per-syscall tracepoint families asked for. A family whose
+/// tracepoints cannot be attached at all is off (its series absent), said once.
+fn attach_syscall_families(kernel: &mut KernelSide, families: &[ProbeFamily]) {
+    let wanted: Vec<ProbeFamily> =
+        families.iter().copied().filter(|f| f.syscall_programs().is_some()).collect();
+    if wanted.is_empty() {
+        return;
+    }
+    if let Err(error) = probes::ensure_tracefs() {
+        let names: Vec<&str> = wanted.iter().map(|f| f.name()).collect();
+        warn!("probe families {} are off: {error}", names.join(","));
+        return;
+    }
+    for family in wanted {
+        let programs = family.syscall_programs().unwrap_or_default();
+        let failures = kernel.attach_tracepoints(programs);
+        if failures.len() == programs.len() {
+            warn!(family = family.name(), "probe family off: {}", failures[0]);
+        } else {
+            for failure in failures {
+                debug!(family = family.name(), "tracepoint not attached: {failure}");
+            }
+        }
+    }
 }
 
 /// --comm applies to exec tracking in the kernel too.

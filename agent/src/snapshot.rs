@@ -87,6 +87,26 @@ pub struct GoRuntimeSnapshot {
     pub stw_tail: Log2Histogram,
 }
 
+/// From the per-syscall tracepoint families (`bpf/syscalls.bpf.c`): each
+/// value is None when its family is off, never a zero that means nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyscallSnapshot {
+    /// Highest `mm->map_count` seen since the previous collection (vma);
+    /// when the process made no mapping syscall since, its last count.
+    pub vmas_peak: Option<u64>,
+    /// EMFILE / ENFILE returned by fd-creating syscalls, by errno name (fd).
+    pub fd_exhaustion: Option<BTreeMap<String, u64>>,
+    /// connect() that failed with EADDRNOTAVAIL (net).
+    pub connect_eaddrnotavail: Option<u64>,
+    /// Blocking epoll waits (netpoll).
+    pub netpoll_wait: Option<Log2Histogram>,
+    /// Timed waits that timed out: how much later than asked they returned
+    /// (timers: sleeps; with netpoll on, epoll timeouts too).
+    pub timer_lateness: Option<Log2Histogram>,
+    /// timerfd_settime calls (timers).
+    pub timerfd_settime: Option<u64>,
+}
+
 /// One runtime probe of one process: attached, or why not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeStatus {
@@ -123,6 +143,8 @@ pub struct ProcessSnapshot {
     /// kernel refused them): absent, never a wrong zero.
     pub sched: Option<SchedSnapshot>,
     pub go: GoRuntimeSnapshot,
+    #[serde(default)]
+    pub syscalls: SyscallSnapshot,
     pub probes: Vec<ProbeStatus>,
 }
 

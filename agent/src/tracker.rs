@@ -13,7 +13,7 @@ use std::{
 };
 
 use aya::maps::MapError;
-use golens_ebpf::{BinaryKey, GoStats, SchedStats};
+use golens_ebpf::{BinaryKey, GoStats, PressureStats, SchedStats};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -226,17 +226,24 @@ impl Tracker {
         })?;
         let zeroed = aya::maps::PerCpuValues::try_from(vec![SchedStats::default(); cpus])?;
         self.maps.sched_stats.insert(pid, zeroed, 0)?;
+        let zeroed = aya::maps::PerCpuValues::try_from(vec![PressureStats::default(); cpus])?;
         let tracked = self
             .maps
-            .go_stats
-            .insert(pid, GoStats::default(), 0)
+            .pressure_stats
+            .insert(pid, zeroed, 0)
+            .and_then(|()| self.maps.go_stats.insert(pid, GoStats::default(), 0))
             .and_then(|()| self.maps.tracked.insert(pid, 0, 0));
         if let Err(error) = tracked {
-            let _ = self.maps.go_stats.remove(&pid);
-            let _ = self.maps.sched_stats.remove(&pid);
+            self.remove_stats(pid);
             return Err(error);
         }
         Ok(())
+    }
+
+    fn remove_stats(&mut self, pid: u32) {
+        let _ = self.maps.go_stats.remove(&pid);
+        let _ = self.maps.sched_stats.remove(&pid);
+        let _ = self.maps.pressure_stats.remove(&pid);
     }
 
     /// Stops tracking `pid` (it exited, or its pid now names another process).
@@ -244,8 +251,7 @@ impl Tracker {
         let process = self.drop_record(pid);
         // Untrack before removing stats so the kernel stops touching them.
         let _ = self.maps.tracked.remove(&pid);
-        let _ = self.maps.sched_stats.remove(&pid);
-        let _ = self.maps.go_stats.remove(&pid);
+        self.remove_stats(pid);
         if let Some(process) = process {
             info!(pid, comm = process.comm, "stopped tracking process (exited)");
         }

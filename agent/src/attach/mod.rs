@@ -258,7 +258,8 @@ impl ProbeRegistry {
         let links: Vec<Link> = self.binaries.drain().flat_map(|(_, b)| b.links).collect();
         let count = links.len();
         close_in_parallel(links);
-        info!(links = count, elapsed_ms = started.elapsed().as_millis() as u64, "probes detached");
+        info!(links = count, elapsed_ms = started.elapsed().as_millis() as u64, "uprobes detached");
+        self.kernel.shutdown();
     }
 
     /// Attaches every probe of the plan, each at all of its points or not at all.
@@ -407,13 +408,13 @@ impl Detacher {
 
 /// Each close waits for an RCU grace period; the kernel overlaps the waits
 /// of closes made from different threads.
-fn close_in_parallel(links: Vec<Link>) {
+pub fn close_in_parallel<T: Send>(links: Vec<T>) {
     const THREADS: usize = 16;
     if links.len() <= 1 {
         return;
     }
     let per_thread = links.len().div_ceil(THREADS);
-    let mut chunks: Vec<Vec<Link>> = Vec::new();
+    let mut chunks: Vec<Vec<T>> = Vec::new();
     let mut links = links.into_iter().peekable();
     while links.peek().is_some() {
         chunks.push(links.by_ref().take(per_thread).collect());

@@ -14,7 +14,7 @@ use aya::{
 };
 use golens_ebpf::{
     bindings, maps, programs, uprobes, BinaryKey, BtfTracepointProgram, Calibration, Config,
-    GoStats, SchedStats,
+    GoStats, PressureStats, SchedStats, TracePointProgram,
 };
 
 use crate::{attach::multi::MultiPrograms, discovery::pidns::ProcView};
@@ -42,6 +42,22 @@ pub enum ProbeError {
     PidNamespace(String),
     #[error("the kernel's BTF was released after start: no program can be loaded now")]
     BtfReleased,
+    #[error(
+        "attaching {program} to tracepoint {category}/{name}: {source} (the syscall tracepoints \
+         need tracefs at /sys/kernel/tracing; in a container, mount the host's)"
+    )]
+    TracePoint {
+        program: &'static str,
+        category: &'static str,
+        name: &'static str,
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error(
+        "tracefs is not mounted and mounting it failed ({0}): the syscall families need it; run \
+         `mount -t tracefs nodev /sys/kernel/tracing` (needs CAP_SYS_ADMIN), or in Kubernetes \
+         mount the host's /sys/kernel/tracing into the container"
+    )]
+    Tracefs(std::io::Error),
 }
 
 /// Where the kernel's BTF comes from.
@@ -63,6 +79,8 @@ pub struct KernelMaps {
     pub sched_stats: PerCpuHashMap<MapData, u32, SchedStats>,
     pub go_stats: HashMap<MapData, u32, GoStats>,
     pub agent_counters: PerCpuArray<MapData, u64>,
+    /// Per CPU, like sched_stats (the syscall tracepoint families).
+    pub pressure_stats: PerCpuHashMap<MapData, u32, PressureStats>,
     pub wanted_comms: HashMap<MapData, [u8; 16], u32>,
     pub agent_config: Array<MapData, Config>,
 }
@@ -77,6 +95,16 @@ pub struct KernelSide {
     pidns_translate: u32,
     /// program name -> attached?
     pub attached: BTreeMap<String, bool>,
+    /// The tracepoint links, owned here rather than by their programs so
+    /// that `shutdown` closes them all at once (each close of a tracepoint
+    /// perf event waits for an RCU grace period: 37 syscall tracepoints
+    /// closed one by one took 2.6 s).
+    links: Vec<TracepointLink>,
+}
+
+enum TracepointLink {
+    Classic(#[allow(dead_code)] aya::programs::trace_point::TracePointLink),
+    Btf(#[allow(dead_code)] aya::programs::tp_btf::BtfTracePointLink),
 }
 
 impl KernelSide {
@@ -93,7 +121,13 @@ impl KernelSide {
             .map_max_entries(maps::SCHED_STATS, max_tracked)
             .map_max_entries(maps::GO_STATS, max_tracked)
             .load(golens_ebpf::OBJECT)?;
-        Ok(KernelSide { ebpf, btf: Some(btf), pidns_translate, attached: BTreeMap::new() })
+        Ok(KernelSide {
+            ebpf,
+            btf: Some(btf),
+            pidns_translate,
+            attached: BTreeMap::new(),
+            links: Vec::new(),
+        })
     }
 
     /// Loads and attaches one tp_btf program; records the outcome.
@@ -117,13 +151,51 @@ impl KernelSide {
             .map_err(attach_error)?;
         let btf = self.btf.as_ref().ok_or(ProbeError::BtfReleased)?;
         program.load(spec.tracepoint, btf).map_err(attach_error)?;
-        program.attach().map_err(attach_error)?;
+        let id = program.attach().map_err(attach_error)?;
+        let link = program.take_link(id).map_err(attach_error)?;
+        self.links.push(TracepointLink::Btf(link));
         Ok(())
     }
 
     /// Attaches a family; returns the errors of the programs that failed.
     pub fn attach_family(&mut self, family: &[BtfTracepointProgram]) -> Vec<ProbeError> {
         family.iter().filter_map(|spec| self.attach_btf_tracepoint(*spec).err()).collect()
+    }
+
+    /// Loads and attaches the classic tracepoint programs of one family
+    /// (the syscall families: tracefs must be mounted, see
+    /// `ensure_tracefs`). Returns the errors of those that failed (a
+    /// syscall the kernel does not have, e.g. epoll_pwait2 before 5.11).
+    pub fn attach_tracepoints(&mut self, family: &[TracePointProgram]) -> Vec<ProbeError> {
+        let mut failures = Vec::new();
+        for spec in family {
+            let result = self.try_attach_tracepoint(spec);
+            self.attached.insert(spec.program.to_string(), result.is_ok());
+            if let Err(error) = result {
+                failures.push(error);
+            }
+        }
+        failures
+    }
+
+    fn try_attach_tracepoint(&mut self, spec: &TracePointProgram) -> Result<(), ProbeError> {
+        let error = |source| ProbeError::TracePoint {
+            program: spec.program,
+            category: spec.category,
+            name: spec.name,
+            source: Box::new(source),
+        };
+        let program: &mut aya::programs::TracePoint = self
+            .ebpf
+            .program_mut(spec.program)
+            .ok_or(ProbeError::Missing { kind: "program", name: spec.program })?
+            .try_into()
+            .map_err(error)?;
+        program.load().map_err(error)?;
+        let id = program.attach(spec.category, spec.name).map_err(error)?;
+        let link = program.take_link(id).map_err(error)?;
+        self.links.push(TracepointLink::Classic(link));
+        Ok(())
     }
 
     /// Attaches the first variant that this kernel takes (a kernel feature
@@ -157,7 +229,9 @@ impl KernelSide {
         // SAFETY: getpgid has no memory arguments; a pid this large does not
         // exist, so it only fails with ESRCH after the tracepoint ran.
         unsafe { libc::getpgid(bindings::GOLENS_CALIBRATION_MAGIC as libc::pid_t) };
-        // Detach at once: it would otherwise run on every system call of the host.
+        // Detach at once: it would otherwise run on every system call of the
+        // host (try_attach kept its link last).
+        drop(self.links.pop());
         if let Some(program) = self.ebpf.program_mut(spec.program) {
             if let Ok(program) = <&mut BtfTracePoint>::try_from(program) {
                 let _ = program.unload();
@@ -257,6 +331,21 @@ impl KernelSide {
         uprobe.take_link(link).map_err(|source| ProbeError::Program { program, source })
     }
 
+    /// Detaches every tracepoint, from several threads at once, then
+    /// unloads the object.
+    pub fn shutdown(mut self) {
+        let started = std::time::Instant::now();
+        let links = std::mem::take(&mut self.links);
+        let count = links.len();
+        crate::attach::close_in_parallel(links);
+        drop(self);
+        tracing::info!(
+            links = count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "tracepoints detached"
+        );
+    }
+
     /// Frees the parsed kernel BTF once every program is loaded, and gives
     /// the heap it used back to the system (most of the agent's memory otherwise).
     pub fn release_btf(&mut self) {
@@ -275,6 +364,7 @@ impl KernelSide {
             sched_stats: self.typed_map(maps::SCHED_STATS, PerCpuHashMap::try_from)?,
             go_stats: self.typed_map(maps::GO_STATS, HashMap::try_from)?,
             agent_counters: self.typed_map(maps::AGENT_COUNTERS, PerCpuArray::try_from)?,
+            pressure_stats: self.typed_map(maps::PRESSURE_STATS, PerCpuHashMap::try_from)?,
             wanted_comms: self.typed_map(maps::WANTED_COMMS, HashMap::try_from)?,
             agent_config: self.typed_map(maps::AGENT_CONFIG, Array::try_from)?,
         };
@@ -291,6 +381,46 @@ impl KernelSide {
         let map = self.ebpf.take_map(name).ok_or(ProbeError::Missing { kind: "map", name })?;
         convert(map).map_err(|source| ProbeError::Map { name, source })
     }
+}
+
+/// Where the classic tracepoints' ids are read (aya looks at both).
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Mounts tracefs at /sys/kernel/tracing when neither it nor debugfs'
+/// tracing directory is mounted (the case on hosts without systemd's
+/// default mounts, and in containers). Returns whether golens mounted it,
+/// so that it can unmount it when it stops.
+static TRACEFS_MOUNTED_BY_GOLENS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+pub fn ensure_tracefs() -> Result<bool, ProbeError> {
+    let mounted = |dir: &str| std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+    if mounted(TRACEFS) || mounted("/sys/kernel/debug/tracing") {
+        return Ok(false);
+    }
+    let target = std::ffi::CString::new(TRACEFS).expect("no NUL");
+    let (source, fstype) = (c"nodev", c"tracefs");
+    // SAFETY: valid NUL-terminated strings, no data argument.
+    let ret = unsafe {
+        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+    };
+    if ret != 0 {
+        return Err(ProbeError::Tracefs(std::io::Error::last_os_error()));
+    }
+    tracing::info!("mounted tracefs at {TRACEFS} for the syscall tracepoints");
+    TRACEFS_MOUNTED_BY_GOLENS.store(true, std::sync::atomic::Ordering::Release);
+    Ok(true)
+}
+
+/// Unmounts the tracefs `ensure_tracefs` mounted, if it did (best effort,
+/// lazily: a reader elsewhere keeps it until done).
+pub fn release_tracefs() {
+    if !TRACEFS_MOUNTED_BY_GOLENS.swap(false, std::sync::atomic::Ordering::AcqRel) {
+        return;
+    }
+    let target = std::ffi::CString::new(TRACEFS).expect("no NUL");
+    // SAFETY: a valid NUL-terminated path.
+    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
 }
 
 /// The namespace of golens' /proc, from what calibration saw of golens.
@@ -313,7 +443,7 @@ fn pidns_config(seen: &Calibration, view: &ProcView) -> Result<Config, String> {
             seen.nr[index], view.nspid
         ));
     }
-    Ok(Config { pidns: seen.ns[index], pidns_level: level, comm_filter: 0 })
+    Ok(Config { pidns: seen.ns[index], pidns_level: level, ..Default::default() })
 }
 
 #[cfg(test)]
