@@ -1,0 +1,166 @@
+//! Pressure against limits, created for real: fds until EMFILE, 10 000
+//! mappings, ephemeral ports until EADDRNOTAVAIL (in a network namespace
+//! the test makes, loopback only), and late timers on an overloaded CPU.
+//! Privileged: run by `cargo xtask test` (as root).
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    time::Duration,
+};
+
+use common::{build_workload, Agent, ChildGuard, Metrics};
+
+const COMM: &str = "gl-pressure";
+
+/// The pressure workload under its own comm (so the agent watches only it).
+fn workload() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pressure");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(COMM);
+    let _ = std::fs::remove_file(&path);
+    std::fs::copy(build_workload("pressure"), &path).unwrap();
+    path
+}
+
+/// A pressure process started through `launcher` (e.g. prlimit, unshare):
+/// waits for "ready" and returns it with its stdin and stdout.
+struct Pressure {
+    child: ChildGuard,
+    stdin: ChildStdin,
+    stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Pressure {
+    fn start(command: &mut Command) -> Pressure {
+        let mut child: Child =
+            command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("starting");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(stdout.next().unwrap().unwrap(), "ready");
+        Pressure { child: ChildGuard(child), stdin, stdout }
+    }
+
+    /// The pid of the Go process (the launcher execs it).
+    fn pid(&self) -> String {
+        self.child.pid().to_string()
+    }
+
+    /// Does its thing; returns what it printed.
+    fn go(&mut self) -> String {
+        self.stdin.write_all(b"go\n").unwrap();
+        self.stdout.next().expect("result line").expect("result")
+    }
+}
+
+fn agent_watching(pressure: &Pressure) -> Agent {
+    let agent = Agent::start(&["--comm", COMM]);
+    let pid = pressure.pid();
+    let tracked = agent.wait_for(Duration::from_secs(10), |m| {
+        m.has_pid("golens_process_info", pid.parse().unwrap())
+    });
+    assert!(tracked.has_pid("golens_process_info", pid.parse().unwrap()), "not tracked");
+    agent
+}
+
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn fds_until_emfile() {
+    let binary = workload();
+    let mut pressure = Pressure::start(
+        Command::new("prlimit").arg("--nofile=256:256").arg(&binary).args(["-mode", "fds"]),
+    );
+    let agent = agent_watching(&pressure);
+    let said = pressure.go();
+    assert!(said.starts_with("emfile after"), "{said}");
+    let pid = pressure.pid();
+    let labels = [("pid", pid.as_str()), ("errno", "EMFILE")];
+    let metrics = agent.wait_for(Duration::from_secs(10), |m| {
+        m.value("golens_process_fd_exhaustion_total", &labels).unwrap_or(0.0) >= 1.0
+    });
+    let emfile = metrics.value("golens_process_fd_exhaustion_total", &labels);
+    println!("{said}: golens counted {emfile:?} EMFILE");
+    assert!(emfile.unwrap_or(0.0) >= 1.0, "EMFILE not counted");
+}
+
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn ten_thousand_mappings() {
+    let binary = workload();
+    let mut pressure =
+        Pressure::start(Command::new(&binary).args(["-mode", "vmas", "-count", "10000"]));
+    let agent = agent_watching(&pressure);
+    let said = pressure.go();
+    let pid = pressure.pid();
+    let peak = |m: &Metrics| m.value("golens_process_vmas_peak", &[("pid", &pid)]).unwrap_or(0.0);
+    let metrics = agent.wait_for(Duration::from_secs(10), |m| peak(m) >= 10_000.0);
+    println!("{said}: golens peak {}", peak(&metrics));
+    assert!(peak(&metrics) >= 10_000.0, "peak VMAs {}", peak(&metrics));
+}
+
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn ephemeral_ports_until_eaddrnotavail() {
+    let binary = workload();
+    // A network namespace of the test's own, loopback only, with 100 ports.
+    let script = format!(
+        "ip link set lo up && echo '40000 40099' > /proc/sys/net/ipv4/ip_local_port_range && \
+         exec {} -mode connect",
+        binary.display()
+    );
+    let mut pressure =
+        Pressure::start(Command::new("unshare").args(["--net", "sh", "-c", &script]));
+    let agent = agent_watching(&pressure);
+    let said = pressure.go();
+    assert!(said.starts_with("eaddrnotavail after"), "{said}");
+    let pid = pressure.pid();
+    let count = |m: &Metrics| {
+        m.value("golens_process_connect_eaddrnotavail_total", &[("pid", &pid)]).unwrap_or(0.0)
+    };
+    let metrics = agent.wait_for(Duration::from_secs(10), |m| count(m) >= 1.0);
+    println!("{said}: golens counted {}", count(&metrics));
+    assert!(count(&metrics) >= 1.0, "EADDRNOTAVAIL not counted");
+}
+
+/// A Go program sleeping 1 ms in a loop, sharing its CPU with four busy
+/// loops: the lateness histogram's p99 is above 1 ms.
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn timers_are_late_on_an_overloaded_cpu() {
+    let binary = workload();
+    let mut pressure =
+        Pressure::start(Command::new("taskset").args(["-c", "0"]).arg(&binary).args([
+            "-mode",
+            "sleep",
+            "-duration",
+            "3s",
+        ]));
+    let agent = agent_watching(&pressure);
+    let hogs: Vec<ChildGuard> = (0..4)
+        .map(|_| {
+            ChildGuard(
+                Command::new("taskset")
+                    .args(["-c", "0", "sh", "-c", "while :; do :; done"])
+                    .spawn()
+                    .expect("a busy loop"),
+            )
+        })
+        .collect();
+    let said = pressure.go();
+    drop(hogs);
+    agent.catch_up();
+    let metrics = agent.metrics();
+    let pid = pressure.pid();
+    let count =
+        metrics.value("golens_timer_lateness_seconds_count", &[("pid", &pid)]).unwrap_or(0.0);
+    // Samples at most ~1.05 ms late: the bucket whose upper bound is 2^20 ns.
+    let within_1ms = metrics
+        .value("golens_timer_lateness_seconds_bucket", &[("pid", &pid), ("le", "0.001048576")])
+        .unwrap_or(0.0);
+    println!("{said}: golens {count} late timed waits, {within_1ms} of them within 1.05 ms");
+    assert!(count >= 100.0, "too few late timed waits seen: {count}");
+    assert!(within_1ms < 0.99 * count, "p99 of the lateness is not above 1 ms");
+}

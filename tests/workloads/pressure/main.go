@@ -1,0 +1,121 @@
+// pressure pushes one limit on request, for the syscall-family tests.
+//
+// It prints "ready", waits for a line on stdin, does what -mode says, prints
+// one line with what it saw, then waits for stdin to close before exiting
+// (so its numbers can still be read from outside).
+//
+//	-mode fds       open /dev/null until EMFILE (run it under a lowered
+//	                RLIMIT_NOFILE); prints "emfile after N"
+//	-mode vmas      create -count distinct memory mappings (mmap, then
+//	                mprotect every other page so no two neighbours merge);
+//	                prints "vmas N" (lines of /proc/self/maps)
+//	-mode connect   listen on 127.0.0.1 and connect to itself, keeping every
+//	                connection, until connect fails with EADDRNOTAVAIL
+//	                (run it in a network namespace with a narrow
+//	                ip_local_port_range); prints "eaddrnotavail after N"
+//	-mode sleep     time.Sleep(1ms) in a loop for -duration; prints the
+//	                p99 of how late each sleep returned, as it saw it
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"syscall"
+	"time"
+)
+
+func main() {
+	mode := flag.String("mode", "", "fds, vmas, connect or sleep")
+	count := flag.Int("count", 10000, "with -mode vmas: how many mappings")
+	duration := flag.Duration("duration", 3*time.Second, "with -mode sleep: how long")
+	flag.Parse()
+
+	in := bufio.NewScanner(os.Stdin)
+	fmt.Println("ready")
+	if !in.Scan() {
+		return
+	}
+	switch *mode {
+	case "fds":
+		var files []*os.File
+		for {
+			f, err := os.Open("/dev/null")
+			if err != nil {
+				if errors.Is(err, syscall.EMFILE) {
+					fmt.Printf("emfile after %d\n", len(files))
+					break
+				}
+				fail(err)
+			}
+			files = append(files, f)
+		}
+		defer func() { _ = files }()
+	case "vmas":
+		page := os.Getpagesize()
+		region, err := syscall.Mmap(-1, 0, 2**count*page, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+		if err != nil {
+			fail(err)
+		}
+		for i := 0; i < *count; i++ {
+			if err := syscall.Mprotect(region[2*i*page:(2*i+1)*page], syscall.PROT_READ); err != nil {
+				fail(err)
+			}
+		}
+		maps, err := os.ReadFile("/proc/self/maps")
+		if err != nil {
+			fail(err)
+		}
+		fmt.Printf("vmas %d\n", bytes.Count(maps, []byte("\n")))
+	case "connect":
+		listener, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fail(err)
+		}
+		go func() {
+			for {
+				conn, err := listener.Accept()
+				if err != nil {
+					return
+				}
+				defer conn.Close()
+			}
+		}()
+		var conns []net.Conn
+		for {
+			conn, err := net.Dial("tcp", listener.Addr().String())
+			if err != nil {
+				if errors.Is(err, syscall.EADDRNOTAVAIL) {
+					fmt.Printf("eaddrnotavail after %d\n", len(conns))
+					break
+				}
+				fail(err)
+			}
+			conns = append(conns, conn)
+		}
+		defer func() { _ = conns }()
+	case "sleep":
+		var late []time.Duration
+		for end := time.Now().Add(*duration); time.Now().Before(end); {
+			start := time.Now()
+			time.Sleep(time.Millisecond)
+			late = append(late, time.Since(start)-time.Millisecond)
+		}
+		sort.Slice(late, func(i, j int) bool { return late[i] < late[j] })
+		fmt.Printf("sleeps %d p99_late_us %d\n", len(late), late[len(late)*99/100].Microseconds())
+	default:
+		fail(fmt.Errorf("unknown -mode %q", *mode))
+	}
+	for in.Scan() {
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "pressure:", err)
+	os.Exit(1)
+}
