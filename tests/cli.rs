@@ -64,7 +64,7 @@ fn without_capabilities_names_the_missing_one() {
     let output = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
         .arg(env!("CARGO_BIN_EXE_golens"))
-        .args(["run", "--listen", "127.0.0.1:0"])
+        .args(["run", "--require-ebpf", "--listen", "127.0.0.1:0"])
         .output()
         .expect("setpriv (util-linux)");
     assert_clean_failure(&output, "missing capability CAP_BPF and CAP_PERFMON");
@@ -74,8 +74,75 @@ fn without_capabilities_names_the_missing_one() {
 #[test]
 #[ignore = "privileged: run `cargo xtask test` as root"]
 fn without_btf_says_so() {
-    let output = run(&["run", "--btf", "/nonexistent/vmlinux", "--listen", "127.0.0.1:0"]);
+    let output =
+        run(&["run", "--require-ebpf", "--btf", "/nonexistent/vmlinux", "--listen", "127.0.0.1:0"]);
     assert_clean_failure(&output, "no kernel BTF at /nonexistent/vmlinux");
+}
+
+/// Without BTF (and without --require-ebpf), golens serves what needs no
+/// eBPF: the Go processes with their labels, every program marked off.
+#[test]
+#[ignore = "privileged: run `cargo xtask test` as root"]
+fn without_btf_it_runs_degraded() {
+    let go = common::start_workload(
+        &common::build_workload("runqburn"),
+        &["-duration", "30s", "-workers", "1"],
+    );
+    let agent = common::Agent::start(&["--btf", "/nonexistent/vmlinux"]);
+    let metrics = agent.wait_for(std::time::Duration::from_secs(10), |m| {
+        m.has_pid("golens_process_info", go.pid())
+    });
+    assert!(metrics.has_pid("golens_process_info", go.pid()), "Go process not listed");
+    assert_eq!(metrics.value("golens_agent_ebpf_available", &[]), Some(0.0));
+    assert_eq!(
+        metrics.value("golens_agent_program_attached", &[("program", "golens_switch")]),
+        Some(0.0)
+    );
+    assert!(!metrics.has_pid("golens_sched_runqueue_latency_seconds_count", go.pid()));
+    assert!(!metrics.has_pid("golens_go_gc_cycles_total", go.pid()));
+}
+
+/// As an unprivileged user, golens runs degraded too, and lists that user's
+/// own Go processes.
+#[test]
+#[ignore = "privileged: run `cargo xtask test` as root"]
+fn without_capabilities_it_runs_degraded() {
+    let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"];
+    let workload = common::build_workload("runqburn");
+    let go = ChildGuard(
+        Command::new("setpriv")
+            .args(nobody)
+            .arg(&workload)
+            .args(["-duration", "30s", "-workers", "1"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("setpriv (util-linux)"),
+    );
+    let port = common::free_port();
+    let _agent = ChildGuard(
+        Command::new("setpriv")
+            .args(nobody)
+            .arg(env!("CARGO_BIN_EXE_golens"))
+            .args(["run", "--interval", "250ms", "--listen", &format!("127.0.0.1:{port}")])
+            .spawn()
+            .expect("setpriv (util-linux)"),
+    );
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some((200, body)) = common::get(&url) {
+            let metrics = common::Metrics::parse(&body);
+            if metrics.has_pid("golens_process_info", go.pid()) {
+                assert_eq!(metrics.value("golens_agent_ebpf_available", &[]), Some(0.0));
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "degraded golens never listed its Go process"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -116,6 +116,13 @@ pub struct RunArgs {
     /// point). The other values force one (for troubleshooting).
     #[arg(long, value_enum, default_value_t = AttachModeArg::Auto, help_heading = "Kernel")]
     pub attach_mode: AttachModeArg,
+
+    /// Exit with an error when eBPF is unavailable (no BTF, a missing
+    /// capability, a seccomp profile that blocks bpf()). Without it golens
+    /// keeps serving what needs no eBPF (the Go processes found in /proc,
+    /// with their labels) and says once which families are off and why.
+    #[arg(long, help_heading = "Kernel")]
+    pub require_ebpf: bool,
 }
 
 /// A probe family of `--probes`.
@@ -203,6 +210,7 @@ impl Default for RunArgs {
             btf: None,
             attach_mode: AttachModeArg::Auto,
             probes: ProbeFamily::ALL.to_vec(),
+            require_ebpf: false,
         }
     }
 }

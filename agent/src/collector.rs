@@ -61,6 +61,7 @@ impl Collector {
                 .iter()
                 .map(|(how, count)| (how.to_string(), *count))
                 .collect(),
+            degraded: None,
             collection_duration_seconds: started.elapsed().as_secs_f64(),
             collections: self.collections,
         };

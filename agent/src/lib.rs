@@ -11,6 +11,7 @@
 pub mod attach;
 pub mod cli;
 pub mod collector;
+pub mod degraded;
 pub mod discovery;
 pub mod gobinary;
 pub mod goruntime;

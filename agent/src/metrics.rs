@@ -479,6 +479,17 @@ fn encode_agent(
         }
     }
 
+    encoder
+        .encode_descriptor(
+            "golens_agent_ebpf_available",
+            "1 when golens' eBPF programs are loaded; 0 when it runs degraded (no BTF, a missing \
+             capability, bpf() blocked: the reason is in its log and in /api/v1/snapshot), \
+             serving only what /proc gives.",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&u64::from(agent.degraded.is_none()))?;
+
     let mut family = encoder.encode_descriptor(
         "golens_agent_program_attached",
         "eBPF program attached (1) or not (0).",

@@ -36,14 +36,8 @@ use crate::{
 pub const BINARY_LINGER: Duration = Duration::from_secs(30);
 
 pub async fn run(args: RunArgs) -> Result<()> {
-    let capabilities = preflight::Capabilities::current()?;
-    capabilities.check_bpf()?;
-    for warning in capabilities.warnings() {
-        warn!("{warning}");
-    }
     preflight::raise_memlock_limit();
     preflight::raise_nofile_limit();
-    let btf = probes::load_btf(args.btf.as_deref())?;
     let view = ProcView::current().context("finding golens' pid namespace")?;
 
     let filter = TargetFilter {
@@ -66,17 +60,38 @@ pub async fn run(args: RunArgs) -> Result<()> {
     });
     info!("serving http://{}/metrics", args.listen);
 
-    let (tracker, ring) = load_and_attach(btf, &view, &filter, &args)?;
+    let loaded = preflight_ebpf(&args).and_then(|btf| load_and_attach(btf, &view, &filter, &args));
+    let agent_thread: AgentThread = match loaded {
+        Ok((tracker, ring)) => {
+            let interval = args.interval;
+            Box::new(move |stop, snapshot, ready| {
+                agent_loop(tracker, ring, stop, snapshot, ready, interval)
+            })
+        }
+        Err(error) if args.require_ebpf => return Err(error),
+        Err(error) => {
+            let why = format!("{error:#}");
+            warn!(
+                "eBPF unavailable, every probe family is off: {why}. Serving only what needs no \
+                 eBPF (the Go processes in /proc and their labels); --require-ebpf makes this an \
+                 error"
+            );
+            let (interval, filter) = (args.interval, filter.clone());
+            Box::new(move |stop, snapshot, ready| {
+                crate::degraded::run(&filter, &why, stop, snapshot, ready, interval);
+                Ok(())
+            })
+        }
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<()>>();
     let agent = {
-        let (stop, snapshot, ready, interval) =
-            (stop.clone(), snapshot.clone(), ready, args.interval);
+        let (stop, snapshot, ready) = (stop.clone(), snapshot.clone(), ready);
         std::thread::Builder::new()
             .name("golens-agent".into())
             .spawn(move || {
-                let result = agent_loop(tracker, ring, &stop, &snapshot, &ready, interval);
+                let result = agent_thread(&stop, &snapshot, &ready);
                 let _ = done_tx.send(result);
             })
             .context("starting the agent thread")?
@@ -99,6 +114,19 @@ pub async fn run(args: RunArgs) -> Result<()> {
     probes::release_tracefs();
     info!("stopped");
     Ok(())
+}
+
+/// What the agent thread runs: the full agent, or the degraded one.
+type AgentThread = Box<dyn FnOnce(&AtomicBool, &SnapshotCell, &AtomicBool) -> Result<()> + Send>;
+
+/// Capabilities and BTF: what eBPF needs before anything is loaded.
+fn preflight_ebpf(args: &RunArgs) -> Result<aya::Btf> {
+    let capabilities = preflight::Capabilities::current()?;
+    capabilities.check_bpf()?;
+    for warning in capabilities.warnings() {
+        warn!("{warning}");
+    }
+    Ok(probes::load_btf(args.btf.as_deref())?)
 }
 
 /// Loads the object, attaches the tracepoints, calibrates the pid

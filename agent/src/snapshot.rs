@@ -175,6 +175,10 @@ pub struct AgentSnapshot {
     /// Processes that started being watched since start, by how (scan,
     /// exec, kernel_exec).
     pub processes_tracked_total: BTreeMap<String, u64>,
+    /// Why eBPF is unavailable, when the agent runs degraded (no probe
+    /// family at all; only what /proc gives).
+    #[serde(default)]
+    pub degraded: Option<String>,
     /// How long building this snapshot took.
     pub collection_duration_seconds: f64,
     /// Snapshots built since start.
