@@ -24,6 +24,7 @@ pub struct Cli {
 pub enum Command {
     Run(RunArgs),
     List(ListArgs),
+    Doctor(DoctorArgs),
 }
 
 /// List the Go processes on this host: Go version, stripped or not, PIE or
@@ -53,6 +54,48 @@ pub struct ListArgs {
     /// Also list the probes that attach, with their functions and points.
     #[arg(long, short)]
     pub verbose: bool,
+}
+
+/// Check this host's kernel, ulimit and cgroup settings that hurt Go services.
+///
+/// Each check says pass, warn, fail or unknown, the measured value, why it
+/// matters for Go, and the command that fixes it.
+///
+/// Host-wide: vm.max_map_count, fs.file-max, ip_local_port_range (size and
+/// use), tcp_tw_reuse, somaxconn and listen overflows, conntrack, transparent
+/// huge pages, clocksource, NTP sync, vm.swappiness, vm.overcommit_memory.
+/// Per Go process: VMAs vs vm.max_map_count, open fds vs RLIMIT_NOFILE,
+/// GOMAXPROCS vs the cgroup CPU quota, GOMEMLIMIT vs the cgroup memory limit.
+/// A used/limit ratio warns above 50 % and fails above 90 %.
+///
+/// Loads no eBPF and needs no BTF and no capability: any user who can read
+/// /proc and /sys can run it, on any kernel. Reading other users' processes
+/// needs root or CAP_SYS_PTRACE; without it the per-process checks name the
+/// processes they could not read and report unknown.
+///
+/// Exit status: 0 every check passed; 1 some check warned or was unknown
+/// (could not be read: counted as a warning); 2 some check failed. (As for
+/// every golens command, a usage error also exits 2.)
+///
+/// Examples:
+///   golens doctor
+///   sudo golens doctor --format json | jq '.checks[] | select(.status != "pass")'
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct DoctorArgs {
+    /// Output format. json has a stable schema with a "version" field.
+    #[arg(long, value_enum, default_value_t = DoctorFormat::Text)]
+    pub format: DoctorFormat,
+
+    /// Read /proc and /sys under this directory instead of / (for tests).
+    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DoctorFormat {
+    Text,
+    Json,
 }
 
 /// Run the agent: discover Go processes, attach probes, serve /metrics.

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod collector;
 pub mod degraded;
 pub mod discovery;
+pub mod doctor;
 pub mod gobinary;
 pub mod goruntime;
 pub mod http;
