@@ -20,6 +20,7 @@ pub mod http;
 pub mod list;
 pub mod metrics;
 pub mod preflight;
+pub mod pressure;
 pub mod probes;
 pub mod run;
 pub mod snapshot;
