@@ -82,8 +82,12 @@ fn fds_until_emfile() {
         m.value("golens_process_fd_exhaustion_total", &labels).unwrap_or(0.0) >= 1.0
     });
     let emfile = metrics.value("golens_process_fd_exhaustion_total", &labels);
-    println!("{said}: golens counted {emfile:?} EMFILE");
+    let open = metrics.value("golens_process_open_fds", &[("pid", &pid)]);
+    let max = metrics.value("golens_process_max_fds", &[("pid", &pid)]);
+    println!("{said}: golens counted {emfile:?} EMFILE; open fds {open:?} of {max:?}");
     assert!(emfile.unwrap_or(0.0) >= 1.0, "EMFILE not counted");
+    assert_eq!(max, Some(256.0), "the soft RLIMIT_NOFILE prlimit set");
+    assert!(open.unwrap_or(0.0) >= 256.0, "open fds did not reach the limit: {open:?}");
 }
 
 #[test]
@@ -101,31 +105,67 @@ fn ten_thousand_mappings() {
     assert!(peak(&metrics) >= 10_000.0, "peak VMAs {}", peak(&metrics));
 }
 
+/// In a network namespace of the test's own (loopback only, 100 ephemeral
+/// ports), with golens running there too (ports are per namespace): connect
+/// until EADDRNOTAVAIL; golens counts it and sees every port of the range
+/// in use. Its HTTP port is in that namespace: scraped through nsenter.
 #[test]
 #[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
 fn ephemeral_ports_until_eaddrnotavail() {
     let binary = workload();
-    // A network namespace of the test's own, loopback only, with 100 ports.
+    let port = common::free_port();
     let script = format!(
         "ip link set lo up && echo '40000 40099' > /proc/sys/net/ipv4/ip_local_port_range && \
-         exec {} -mode connect",
-        binary.display()
+         {golens} run --comm {COMM} --interval 250ms --listen 127.0.0.1:{port} 2>/dev/null & \
+         exec {binary} -mode connect",
+        golens = env!("CARGO_BIN_EXE_golens"),
+        binary = binary.display()
     );
     let mut pressure =
         Pressure::start(Command::new("unshare").args(["--net", "sh", "-c", &script]));
-    let agent = agent_watching(&pressure);
+    let pid = pressure.pid();
+    let scrape = || {
+        let get = format!(
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/metrics').read().decode())"
+        );
+        let output = Command::new("nsenter")
+            .args(["--net", &format!("--target={pid}"), "python3", "-c", &get])
+            .output()
+            .expect("nsenter (util-linux) and python3");
+        output.status.success().then(|| Metrics::parse(&String::from_utf8_lossy(&output.stdout)))
+    };
+    let until = |what: &str, done: &dyn Fn(&Metrics) -> bool| -> Metrics {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(metrics) = scrape().filter(|m| done(m)) {
+                return metrics;
+            }
+            assert!(std::time::Instant::now() < deadline, "golens in the namespace: {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    until("the workload is not tracked", &|m| {
+        m.has_pid("golens_process_info", pid.parse().unwrap())
+    });
     let said = pressure.go();
     assert!(said.starts_with("eaddrnotavail after"), "{said}");
-    let pid = pressure.pid();
     let count = |m: &Metrics| {
         m.value("golens_process_connect_eaddrnotavail_total", &[("pid", &pid)]).unwrap_or(0.0)
     };
-    let metrics = agent.wait_for(Duration::from_secs(10), |m| count(m) >= 1.0);
-    println!("{said}: golens counted {}", count(&metrics));
-    assert!(count(&metrics) >= 1.0, "EADDRNOTAVAIL not counted");
+    let used = |m: &Metrics| m.value("golens_host_ephemeral_ports_used", &[]).unwrap_or(0.0);
+    let metrics = until("EADDRNOTAVAIL or the ports in use not seen", &|m| {
+        count(m) >= 1.0 && used(m) >= 100.0
+    });
+    println!(
+        "{said}: golens counted {} EADDRNOTAVAIL, {} of {:?} ephemeral ports in use",
+        count(&metrics),
+        used(&metrics),
+        metrics.value("golens_host_ephemeral_port_range_size", &[])
+    );
+    assert_eq!(metrics.value("golens_host_ephemeral_port_range_size", &[]), Some(100.0));
 }
 
-/// A Go program sleeping 1 ms in a loop, sharing its CPU with four busy
+/// A Go program sleeping 1 ms in a loop, sharing its CPU with eight busy
 /// loops: the lateness histogram's p99 is above 1 ms.
 #[test]
 #[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
@@ -139,7 +179,7 @@ fn timers_are_late_on_an_overloaded_cpu() {
             "3s",
         ]));
     let agent = agent_watching(&pressure);
-    let hogs: Vec<ChildGuard> = (0..4)
+    let hogs: Vec<ChildGuard> = (0..8)
         .map(|_| {
             ChildGuard(
                 Command::new("taskset")

@@ -7,6 +7,7 @@ use golens_ebpf::{GoStats, PressureStats, SchedStats};
 
 use crate::{
     goruntime::STW_REASON_NAMES,
+    limits::{self, LimitsReader},
     snapshot::{
         AgentSnapshot, GoRuntimeSnapshot, Log2Histogram, ProcessSnapshot, SchedSnapshot, Snapshot,
         SyscallSnapshot,
@@ -17,6 +18,7 @@ use crate::{
 /// The collection's own state between ticks.
 #[derive(Default)]
 pub struct Collector {
+    limits: LimitsReader,
     collections: u64,
     /// Kernel drops of proc_events records at the last collection.
     proc_events_dropped: u64,
@@ -45,8 +47,20 @@ impl Collector {
         tracker.registry.reap_idle();
 
         let epoch = read_epoch(tracker);
-        let processes = read_processes(tracker, epoch);
+        let mut processes = read_processes(tracker, epoch);
         next_epoch(tracker, epoch);
+        let reader = self.limits.processes();
+        for (process, tracked) in processes.iter_mut().zip(tracker.processes()) {
+            process.limits = limits::read_process(&reader, process.pid, &tracked.binary);
+            // The peak is at least what /proc says now.
+            if let (Some(peak), Some(now)) = (&mut process.syscalls.vmas_peak, process.limits.vmas)
+            {
+                *peak = (*peak).max(now);
+            } else if process.syscalls.vmas_peak.is_none() && families_vma_on(tracker) {
+                process.syscalls.vmas_peak = process.limits.vmas;
+            }
+        }
+        let host = self.limits.host();
         self.collections += 1;
         let agent = AgentSnapshot {
             tracked_processes: processes.len() as u64,
@@ -68,8 +82,12 @@ impl Collector {
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        Snapshot { timestamp, processes, agent }
+        Snapshot { timestamp, processes, host, agent }
     }
+}
+
+fn families_vma_on(tracker: &Tracker) -> bool {
+    SyscallFamilies::attached(&tracker.registry.kernel().attached).vma
 }
 
 /// The kernel's per-process counters.
@@ -102,6 +120,7 @@ fn read_processes(tracker: &Tracker, epoch: u64) -> Vec<ProcessSnapshot> {
                 sched,
                 go: go.unwrap_or_default(),
                 syscalls,
+                limits: Default::default(),
                 probes: p.probes.as_ref().clone(),
             }
         })

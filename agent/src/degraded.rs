@@ -6,8 +6,10 @@
 //!
 //! Every collection scans /proc for the Go processes the filter wants (no
 //! exec tracepoint here: a new process is seen at the next collection) and
-//! publishes them with their labels; every eBPF family's series are absent,
-//! and `golens_agent_program_attached` says 0 for each program.
+//! publishes them with their labels and their limits (fds, VMAs, cgroup CPU,
+//! GOMAXPROCS), with the host's (ports, conntrack, ...) and golens doctor's
+//! checks; every eBPF family's series are absent, and
+//! `golens_agent_program_attached` says 0 for each program.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -20,6 +22,8 @@ use tracing::info;
 use crate::{
     discovery::{cgroup, procfs, Inspection, Inspector, TargetFilter},
     goruntime,
+    limits::{self, LimitsReader},
+    pressure::ProcessReader,
     snapshot::{AgentSnapshot, ProbeStatus, ProcessSnapshot, Snapshot, SnapshotCell},
 };
 
@@ -33,6 +37,7 @@ pub fn run(
     interval: Duration,
 ) {
     let mut inspector = Inspector::default();
+    let mut limits = LimitsReader::default();
     let mut collections = 0u64;
     let mut seen = BTreeSet::new();
     loop {
@@ -40,6 +45,7 @@ pub fn run(
         let mut discovery_errors = BTreeMap::new();
         let mut skipped = BTreeMap::new();
         let processes = scan(filter, why, &mut inspector, &mut discovery_errors, &mut skipped);
+        let host = limits.host();
         for process in &processes {
             if seen.insert(process.pid) {
                 info!(pid = process.pid, comm = process.comm, "found Go process (degraded mode)");
@@ -58,7 +64,7 @@ pub fn run(
         };
         let timestamp =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        snapshot.set(Snapshot { timestamp, processes, agent });
+        snapshot.set(Snapshot { timestamp, processes, host, agent });
         ready.store(true, Ordering::Release);
         let next = started + interval;
         while Instant::now() < next {
@@ -95,6 +101,7 @@ fn scan(
         })
         .collect();
     let mut processes = Vec::new();
+    let reader = ProcessReader::new();
     for pid in pids {
         if pid == std::process::id() || !filter.may_want(pid) {
             continue;
@@ -127,6 +134,7 @@ fn scan(
             sched: None,
             go: Default::default(),
             syscalls: Default::default(),
+            limits: limits::read_process(&reader, pid, &info),
             probes: probes.clone(),
         });
     }

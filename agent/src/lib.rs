@@ -17,6 +17,7 @@ pub mod doctor;
 pub mod gobinary;
 pub mod goruntime;
 pub mod http;
+pub mod limits;
 pub mod list;
 pub mod metrics;
 pub mod preflight;

@@ -126,6 +126,8 @@ fn process_labels(process: &ProcessSnapshot) -> Vec<(&'static str, String)> {
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         encode_processes(&self.snapshot, &mut encoder)?;
+        encode_limits(&self.snapshot.processes, &mut encoder)?;
+        encode_host(&self.snapshot.host, &mut encoder)?;
         encode_agent(&self.snapshot, &mut encoder)
     }
 }
@@ -171,6 +173,139 @@ const GC_DURATION_PROBES: &[&str] = &["gc_cycle_start", "gc_cycle_end"];
 const STW_PAUSE_PROBES: &[&str] = &["stw_stop", "stw_started", "gc_cycle_end"];
 const STW_TIME_TO_STOP_PROBES: &[&str] = &["stw_stop", "stw_stopped"];
 const SYSMON_PROBES: &[&str] = &["sysmon_preempt"];
+
+/// Each process against its limits (from /proc and its cgroup).
+fn encode_limits(
+    processes: &[ProcessSnapshot],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    type Get = fn(&ProcessSnapshot) -> Option<u64>;
+    let gauges: [(&str, &str, Get); 3] = [
+        ("golens_process_open_fds", "Open file descriptors (entries of /proc/PID/fd).", |p| {
+            p.limits.open_fds
+        }),
+        (
+            "golens_process_max_fds",
+            "The process's soft RLIMIT_NOFILE: open() fails with EMFILE at this many fds.",
+            |p| p.limits.max_fds,
+        ),
+        (
+            "golens_process_vmas",
+            "Memory mappings now (lines of /proc/PID/maps); vm.max_map_count is the limit.",
+            |p| p.limits.vmas,
+        ),
+    ];
+    for (name, help, get) in gauges {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for process in processes {
+            if let Some(value) = get(process) {
+                family.encode_family(&process_labels(process))?.encode_gauge(&value)?;
+            }
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "golens_cgroup_cpu_throttled_seconds",
+        "Time the process's cgroup was throttled by its CPU quota (cpu.stat, v1 or v2).",
+        None,
+        MetricType::Counter,
+    )?;
+    for process in processes {
+        if let Some(seconds) = process.limits.cpu_throttled_seconds {
+            family
+                .encode_family(&process_labels(process))?
+                .encode_counter::<NoLabelSet, _, u64>(&seconds, None)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "golens_cgroup_cpu_quota_cores",
+        "The process's cgroup CPU quota in cores (quota / period); absent when unlimited.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for process in processes {
+        if let Some(cores) = process.limits.cpu_quota_cores {
+            family.encode_family(&process_labels(process))?.encode_gauge(&cores)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "golens_go_gomaxprocs",
+        "GOMAXPROCS of the process, by source: env (its GOMAXPROCS variable), go_default_cpus \
+         (its Go version's default: the CPUs it may use), go_default_cgroup (Go 1.25+: the \
+         cgroup CPU quota).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for process in processes {
+        if let (Some(value), Some(source)) =
+            (process.limits.gomaxprocs, &process.limits.gomaxprocs_source)
+        {
+            let mut labels = process_labels(process);
+            labels.push(("source", source.clone()));
+            family.encode_family(&labels)?.encode_gauge(&u64::from(value))?;
+        }
+    }
+    Ok(())
+}
+
+/// The host against its limits, and golens doctor's checks.
+fn encode_host(
+    host: &crate::snapshot::HostSnapshot,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let gauges = [
+        ("golens_host_max_map_count", "vm.max_map_count: the VMA limit of every process.", host.max_map_count),
+        ("golens_host_open_files", "File handles allocated host-wide (fs.file-nr).", host.files_allocated),
+        ("golens_host_max_files", "fs.file-max: the host-wide file handle limit.", host.files_max),
+        (
+            "golens_host_ephemeral_port_range_size",
+            "Ports in net.ipv4.ip_local_port_range.",
+            host.ephemeral_ports,
+        ),
+        (
+            "golens_host_ephemeral_ports_used",
+            "Distinct local TCP ports inside the ephemeral range held by sockets of golens' network \
+             namespace, IPv4 and IPv6, any state, over all local addresses (netlink sock_diag).",
+            host.ephemeral_ports_used,
+        ),
+        ("golens_host_tcp_time_wait_sockets", "TCP sockets in TIME_WAIT.", host.tcp_time_wait),
+        (
+            "golens_host_conntrack_entries",
+            "Connection tracking entries (absent when conntrack is not loaded).",
+            host.conntrack_entries,
+        ),
+        (
+            "golens_host_conntrack_max",
+            "nf_conntrack_max (absent when conntrack is not loaded).",
+            host.conntrack_max,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        if let Some(value) = value {
+            family.encode_gauge(&value)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "golens_host_listen_overflows",
+        "Connections dropped because a listen queue was full (TcpExt ListenOverflows).",
+        None,
+        MetricType::Counter,
+    )?;
+    if let Some(overflows) = host.listen_overflows {
+        family.encode_counter::<NoLabelSet, _, u64>(&overflows, None)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "golens_host_check_status",
+        "golens doctor's host checks (run every minute): 0 pass, 1 warn (or could not be read), \
+         2 fail; `golens doctor` explains each.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (check, status) in &host.checks {
+        family.encode_family(&[("check", check.as_str())])?.encode_gauge(&u64::from(*status))?;
+    }
+    Ok(())
+}
 
 /// The per-syscall tracepoint families: a family that is off exports nothing.
 fn encode_syscall_families(

@@ -107,6 +107,39 @@ pub struct SyscallSnapshot {
     pub timerfd_settime: Option<u64>,
 }
 
+/// A process against its limits, read from /proc and its cgroup (no eBPF:
+/// also served in degraded mode). None: could not be read (never 0).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LimitsSnapshot {
+    pub open_fds: Option<u64>,
+    /// Soft RLIMIT_NOFILE.
+    pub max_fds: Option<u64>,
+    /// Memory mappings now (lines of /proc/PID/maps).
+    pub vmas: Option<u64>,
+    pub cpu_throttled_seconds: Option<f64>,
+    /// None when the cgroup has no CPU quota.
+    pub cpu_quota_cores: Option<f64>,
+    pub gomaxprocs: Option<u32>,
+    /// Where `gomaxprocs` comes from: env, go_default_cpus, go_default_cgroup, ...
+    pub gomaxprocs_source: Option<String>,
+}
+
+/// The host against its limits, and golens doctor's checks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostSnapshot {
+    pub max_map_count: Option<u64>,
+    pub files_allocated: Option<u64>,
+    pub files_max: Option<u64>,
+    pub ephemeral_ports: Option<u64>,
+    pub ephemeral_ports_used: Option<u64>,
+    pub tcp_time_wait: Option<u64>,
+    pub listen_overflows: Option<u64>,
+    pub conntrack_entries: Option<u64>,
+    pub conntrack_max: Option<u64>,
+    /// `golens doctor`'s checks: id -> 0 pass, 1 warn (or unknown), 2 fail.
+    pub checks: BTreeMap<String, u8>,
+}
+
 /// One runtime probe of one process: attached, or why not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeStatus {
@@ -145,6 +178,8 @@ pub struct ProcessSnapshot {
     pub go: GoRuntimeSnapshot,
     #[serde(default)]
     pub syscalls: SyscallSnapshot,
+    #[serde(default)]
+    pub limits: LimitsSnapshot,
     pub probes: Vec<ProbeStatus>,
 }
 
@@ -190,6 +225,8 @@ pub struct Snapshot {
     /// Seconds since the Unix epoch when the snapshot was taken.
     pub timestamp: f64,
     pub processes: Vec<ProcessSnapshot>,
+    #[serde(default)]
+    pub host: HostSnapshot,
     pub agent: AgentSnapshot,
 }
 
