@@ -10,6 +10,7 @@
 //! and `memory.limit_in_bytes`. A limit on any ancestor applies too, so the
 //! walk goes up to the hierarchy's mount point and keeps the tightest.
 
+use crate::pressure::cgroup::unescape;
 use std::{
     fs, io,
     path::{Path, PathBuf},
@@ -55,27 +56,6 @@ pub fn mountinfo(text: &str) -> Vec<CgroupMount> {
             }
         })
         .collect()
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(digits)) => {
-                out.push(digits.iter().fold(0u8, |n, d| n.wrapping_mul(8) + (d - b'0')));
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One line of /proc/PID/cgroup: `4:memory:/kubepods/pod…` (v1) or `0::/system.slice/x` (v2).

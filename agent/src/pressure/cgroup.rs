@@ -185,7 +185,7 @@ fn resolve(
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo` (octal).
-fn unescape(field: &str) -> String {
+pub(crate) fn unescape(field: &str) -> String {
     if !field.contains('\\') {
         return field.to_string();
     }

@@ -22,7 +22,7 @@
 //! VMAs, a network namespace out of ephemeral ports, a throttled cgroup) are
 //! tested in `privileged_tests.rs`.
 
-mod cgroup;
+pub(crate) mod cgroup;
 mod gomaxprocs;
 mod host;
 mod netns;
