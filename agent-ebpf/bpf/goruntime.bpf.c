@@ -80,17 +80,45 @@ static __always_inline struct golens_go_stats *entry_stats(struct pt_regs *regs)
 
 /* An interval ends: records now - *started_ns into hist when its start was
  * seen (the probe may have been attached in the middle), optionally clearing
- * the start. Returns whether it recorded. */
-static __always_inline bool record_since(__u64 *started_ns, struct golens_hist *hist, bool clear)
+ * the start. Returns the interval, 0 when it did not record. */
+static __always_inline __u64 record_since(__u64 *started_ns, struct golens_hist *hist, bool clear)
 {
-	__u64 started = *started_ns;
+	__u64 started = *started_ns, took;
 
 	if (!started)
-		return false;
+		return 0;
 	if (clear)
 		*started_ns = 0;
-	hist_record_local(hist, bpf_ktime_get_ns() - started);
-	return true;
+	took = bpf_ktime_get_ns() - started;
+	hist_record_local(hist, took);
+	return took ? took : 1;
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, GOLENS_GC_EVENTS_BYTES);
+} gc_events SEC(".maps");
+
+/* golens trace: one record, for the traced process only. */
+static __always_inline void trace_gc(struct golens_go_stats *stats, __u32 kind, __u64 reason,
+				     __u64 duration_ns)
+{
+	__u32 zero = 0;
+	struct golens_config *config = bpf_map_lookup_elem(&agent_config, &zero);
+	struct golens_gc_event *event;
+
+	if (!config || !config->trace_tgid || config->trace_tgid != current_tgid())
+		return;
+	event = bpf_ringbuf_reserve(&gc_events, sizeof(*event), 0);
+	if (!event)
+		return;
+	event->kind = kind;
+	event->reason = reason;
+	event->at_ns = bpf_ktime_get_ns();
+	event->duration_ns = duration_ns;
+	event->time_to_stop_ns = kind == GOLENS_GC_EVENT_PAUSE ? stats->last_time_to_stop_ns : 0;
+	event->cycle = stats->gc_cycles;
+	bpf_ringbuf_submit(event, 0);
 }
 
 /* runtime.gcResetMarkState entry: gcStart calls it once per cycle, after its
@@ -119,12 +147,19 @@ static __always_inline int on_gcend(struct pt_regs *regs)
 
 	if (!stats)
 		return 0;
-	record_since(&stats->cycle_started_ns, &stats->gc_cycle_duration, true);
+	__u64 cycle = record_since(&stats->cycle_started_ns, &stats->gc_cycle_duration, true);
+	__u64 pause;
+
 	reason = stats->stw_reason;
 	if (reason >= GOLENS_STW_REASONS)
 		reason = 0;
-	if (record_since(&stats->stw_started_ns, &stats->stw_pause[reason], true))
+	pause = record_since(&stats->stw_started_ns, &stats->stw_pause[reason], true);
+	if (pause) {
 		stats->tail_started_ns = bpf_ktime_get_ns();
+		trace_gc(stats, GOLENS_GC_EVENT_PAUSE, reason, pause);
+	}
+	if (cycle)
+		trace_gc(stats, GOLENS_GC_EVENT_CYCLE, 0, cycle);
 	return 0;
 }
 
@@ -139,6 +174,7 @@ static __always_inline int stw_stop_entry(struct pt_regs *regs, __u64 reason)
 	stats->stw_stops += 1;
 	stats->stw_reason = reason < GOLENS_STW_REASONS ? reason : 0;
 	stats->tail_started_ns = 0;
+	stats->last_time_to_stop_ns = 0;
 	stats->stw_started_ns = now;
 	/* Go 1.21+: sweep termination's stop is where gcStart begins a cycle
 	 * (work.tSweepTerm): the cycle is counted here, one probe hit fewer
@@ -175,7 +211,9 @@ static __always_inline int on_stwdown(struct pt_regs *regs)
 	reason = stats->stw_reason;
 	if (reason >= GOLENS_STW_REASONS)
 		reason = 0;
-	if (!record_since(&stats->stw_started_ns, &stats->stw_time_to_stop[reason], false))
+	stats->last_time_to_stop_ns =
+		record_since(&stats->stw_started_ns, &stats->stw_time_to_stop[reason], false);
+	if (!stats->last_time_to_stop_ns)
 		stats->stw_unpaired += 1;
 	return 0;
 }
@@ -187,15 +225,18 @@ static __always_inline int on_stwdown(struct pt_regs *regs)
 static __always_inline int on_stwup(struct pt_regs *regs)
 {
 	struct golens_go_stats *stats = current_go_stats();
-	__u64 reason;
+	__u64 reason, pause;
 
 	if (!stats)
 		return 0;
 	reason = stats->stw_reason;
 	if (reason >= GOLENS_STW_REASONS)
 		reason = 0;
-	if (record_since(&stats->stw_started_ns, &stats->stw_pause[reason], true))
+	pause = record_since(&stats->stw_started_ns, &stats->stw_pause[reason], true);
+	if (pause) {
+		trace_gc(stats, GOLENS_GC_EVENT_PAUSE, reason, pause);
 		return 0;
+	}
 	if (!record_since(&stats->tail_started_ns, &stats->stw_tail, true))
 		stats->stw_unpaired += 1;
 	return 0;

@@ -63,6 +63,8 @@ struct golens_go_stats {
 	__u64 stw_started_ns;
 	__u64 stw_reason;
 	__u64 tail_started_ns;      /* the runtime's mark-termination pause ended here */
+	__u64 last_time_to_stop_ns; /* of the pause in progress (for golens trace) */
+	__u64 _pad;
 	struct golens_hist gc_cycle_duration;   /* cycle start -> gcMarkTermination's `now` */
 	struct golens_hist stw_tail; /* world still stopped after mark termination's pause */
 	/* by reason: stopTheWorldWithSema entry -> the world is stopped */
@@ -70,8 +72,26 @@ struct golens_go_stats {
 	struct golens_hist stw_pause[GOLENS_STW_REASONS]; /* the runtime's own pause window */
 };
 _Static_assert(sizeof(struct golens_go_stats) ==
-		       64 + (2 + 2 * GOLENS_STW_REASONS) * sizeof(struct golens_hist),
+		       80 + (2 + 2 * GOLENS_STW_REASONS) * sizeof(struct golens_hist),
 	       "golens_go_stats size");
+
+/*
+ * Records of the gc_events ring buffer: what `golens trace` prints, for the
+ * one process it traces (golens_config.trace_tgid; none otherwise, so
+ * `golens run` pays one lookup per runtime probe hit and nothing more).
+ */
+#define GOLENS_GC_EVENT_PAUSE 1 /* a stop-the-world pause ended */
+#define GOLENS_GC_EVENT_CYCLE 2 /* a GC cycle's mark termination ended */
+
+struct golens_gc_event {
+	__u32 kind;   /* GOLENS_GC_EVENT_* */
+	__u32 reason; /* pauses: the stwReason (0 unknown) */
+	__u64 at_ns;  /* bpf_ktime_get_ns() at the end */
+	__u64 duration_ns;     /* the pause, or the cycle */
+	__u64 time_to_stop_ns; /* pauses: 0 when not seen */
+	__u64 cycle;  /* the process's GC cycle count at that moment */
+};
+_Static_assert(sizeof(struct golens_gc_event) == 40, "golens_gc_event size");
 
 /*
  * An executable as the kernel identifies it: the inode number and the
@@ -148,8 +168,10 @@ struct golens_config {
 	 * in the kernel when they see a new epoch, with no write from
 	 * userspace into the stats the kernel updates. */
 	__u64 collection_epoch;
+	__u32 trace_tgid; /* golens trace: the process whose GC events go to gc_events */
+	__u32 _pad;
 };
-_Static_assert(sizeof(struct golens_config) == 24, "golens_config size");
+_Static_assert(sizeof(struct golens_config) == 32, "golens_config size");
 
 /*
  * What the calibration program saw of golens' own task (see
@@ -182,6 +204,7 @@ _Static_assert(sizeof(struct golens_calibration) == 8 * GOLENS_PIDNS_LEVELS + 4 
 #define GOLENS_KNOWN_BINARIES 1024
 #define GOLENS_WANTED_COMMS 64
 #define GOLENS_PROC_EVENTS_BYTES (256 * 1024)
+#define GOLENS_GC_EVENTS_BYTES (256 * 1024)
 /* Wake the reader once this much is pending (a quarter of the buffer)... */
 #define GOLENS_PROC_EVENTS_WAKEUP_BYTES (64 * 1024)
 /* ...and have it drain the buffer this often regardless. */

@@ -13,7 +13,8 @@ pub mod bindings {
 
 pub use bindings::{
     golens_binary_key as BinaryKey, golens_calibration as Calibration, golens_config as Config,
-    golens_go_stats as GoStats, golens_hist as Hist, golens_pressure_stats as PressureStats,
+    golens_gc_event as GcEvent, golens_go_stats as GoStats, golens_hist as Hist,
+    golens_pressure_stats as PressureStats,
     golens_proc_event as ProcEvent, golens_sched_stats as SchedStats,
 };
 
@@ -27,6 +28,7 @@ unsafe impl aya::Pod for BinaryKey {}
 unsafe impl aya::Pod for Config {}
 unsafe impl aya::Pod for Calibration {}
 unsafe impl aya::Pod for PressureStats {}
+unsafe impl aya::Pod for GcEvent {}
 
 /// Load-time global (`const volatile` in the object): 1 when pids must be
 /// translated into golens' pid namespace (see `bpf/common.bpf.h`).
@@ -57,7 +59,9 @@ pub mod maps {
     pub const PRESSURE_STATS: &str = "pressure_stats";
     pub const ZERO_PRESSURE_STATS: &str = "zero_pressure_stats";
     pub const WAIT_START: &str = "wait_start";
+    pub const GC_EVENTS: &str = "gc_events";
     pub const ALL: &[&str] = &[
+        GC_EVENTS,
         PRESSURE_STATS,
         ZERO_PRESSURE_STATS,
         WAIT_START,

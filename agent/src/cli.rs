@@ -25,6 +25,42 @@ pub enum Command {
     Run(RunArgs),
     List(ListArgs),
     Doctor(DoctorArgs),
+    Trace(TraceArgs),
+}
+
+/// A GC timeline of one running Go process, like GODEBUG=gctrace=1 but
+/// without restarting it: one line per GC cycle (its duration and its
+/// stop-the-world pauses, each with its time to stop) and per other
+/// stop-the-world pause (ReadMemStats, GOMAXPROCS, profiles...), then a
+/// summary and where the process's time went (stopped by GC, waiting for a
+/// CPU, throttled by its cgroup) when it ends: Ctrl-C, --duration, or the
+/// process exits.
+///
+/// It loads its own probes (root, or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE)
+/// and can trace a process a running `golens run` watches: each counts in
+/// its own maps, nothing twice.
+///
+/// Examples:
+///   golens trace --pid 4242
+///   golens trace --pid 4242 --duration 30s --json > gc.jsonl
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct TraceArgs {
+    /// The Go process to trace.
+    #[arg(long, value_name = "PID")]
+    pub pid: u32,
+
+    /// Stop after this long (e.g. 30s, 2m); default: until Ctrl-C or the process exits.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+
+    /// JSON lines instead of text (one object per GC cycle, pause and the summary).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
 }
 
 /// List the Go processes on this host: Go version, stripped or not, PIE or

@@ -25,4 +25,5 @@ pub mod pressure;
 pub mod probes;
 pub mod run;
 pub mod snapshot;
+pub mod trace;
 pub mod tracker;

@@ -120,7 +120,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 type AgentThread = Box<dyn FnOnce(&AtomicBool, &SnapshotCell, &AtomicBool) -> Result<()> + Send>;
 
 /// Capabilities and BTF: what eBPF needs before anything is loaded.
-fn preflight_ebpf(args: &RunArgs) -> Result<aya::Btf> {
+pub(crate) fn preflight_ebpf(args: &RunArgs) -> Result<aya::Btf> {
     let capabilities = preflight::Capabilities::current()?;
     capabilities.check_bpf()?;
     for warning in capabilities.warnings() {
@@ -131,7 +131,7 @@ fn preflight_ebpf(args: &RunArgs) -> Result<aya::Btf> {
 
 /// Loads the object, attaches the tracepoints, calibrates the pid
 /// namespace, loads the runtime uprobe programs, and does the first scan.
-fn load_and_attach(
+pub(crate) fn load_and_attach(
     btf: aya::Btf,
     view: &ProcView,
     filter: &TargetFilter,
@@ -318,7 +318,7 @@ fn wait_readable(ring: &RingBuf<MapData>, timeout: Duration) -> std::io::Result<
 }
 
 /// `--pid` targets must exist and be Go; an error when none of them is.
-fn check_pid_targets(pids: &[u32], view: &ProcView) -> Result<()> {
+pub(crate) fn check_pid_targets(pids: &[u32], view: &ProcView) -> Result<()> {
     if pids.is_empty() {
         return Ok(());
     }

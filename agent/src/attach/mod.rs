@@ -145,6 +145,10 @@ impl ProbeRegistry {
         &self.kernel
     }
 
+    pub fn kernel_mut(&mut self) -> &mut KernelSide {
+        &mut self.kernel
+    }
+
     /// A watched process runs this binary: its probes, attached now if they
     /// are not yet. `fresh` is the binary when discovery just read it (else
     /// it is read from `open_path`, e.g. /proc/PID/exe).

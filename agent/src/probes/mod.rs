@@ -354,6 +354,11 @@ impl KernelSide {
         unsafe { libc::malloc_trim(0) };
     }
 
+    /// The gc_events ring buffer (`golens trace`).
+    pub fn take_gc_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        self.typed_map(maps::GC_EVENTS, RingBuf::try_from)
+    }
+
     /// Takes the maps userspace works with: (kernel maps, known_binaries, proc_events).
     #[allow(clippy::type_complexity)]
     pub fn take_maps(
