@@ -253,7 +253,7 @@ fn encode_host(
     encoder: &mut DescriptorEncoder,
 ) -> Result<(), std::fmt::Error> {
     let gauges = [
-        ("golens_host_max_map_count", "vm.max_map_count: the VMA limit of every process.", host.max_map_count),
+        ("golens_host_vmas_max", "vm.max_map_count: the VMA limit of every process (named so: a gauge may not end in _count).", host.max_map_count),
         ("golens_host_open_files", "File handles allocated host-wide (fs.file-nr).", host.files_allocated),
         ("golens_host_max_files", "fs.file-max: the host-wide file handle limit.", host.files_max),
         (
