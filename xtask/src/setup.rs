@@ -1,15 +1,16 @@
 //! `cargo xtask setup`: install what the build and the tests need.
 //!
 //! Debian packages only, and only those missing, so a prepared machine pays
-//! one dpkg query per package.
+//! one dpkg query per package; plus a few pinned npm packages under
+//! target/npm (never installed globally), only those missing.
 
-use std::process::Command;
+use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Result};
 
 use crate::{
     toolchains,
-    util::{is_root, run_checked, step},
+    util::{is_root, run_checked, step, workspace_root},
 };
 
 /// (package, why)
@@ -23,11 +24,85 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("caddy", "a real third-party Go service whose own go_gc_duration_seconds the tests check"),
     ("hey", "fixed-rate (open-loop) HTTP load for the tests and the bench"),
     ("python3", "a multi-threaded program that is not Go, for a test"),
+    ("tmux", "runs golens top in a real terminal for its tests (send-keys, capture-pane)"),
+];
+
+/// npm packages, pinned, installed under target/npm: (package, version, why).
+/// tests/dashboards.rs finds them there.
+const NPM_PACKAGES: &[(&str, &str, &str)] = &[
+    (
+        "@grafana/schema",
+        "11.6.16",
+        "Grafana 11's dashboard types: tests/dashboards.rs type-checks every dashboard against them",
+    ),
+    ("typescript", "5.9.3", "tsc, which runs that type check"),
 ];
 
 pub fn setup() -> Result<()> {
     install_debian_packages()?;
-    toolchains::install_go_toolchains()
+    toolchains::install_go_toolchains()?;
+    install_npm_packages()
+}
+
+fn npm_prefix() -> PathBuf {
+    workspace_root().join("target/npm")
+}
+
+/// Installs the missing NPM_PACKAGES into target/npm (`npm install --prefix`).
+fn install_npm_packages() -> Result<()> {
+    let prefix = npm_prefix();
+    let missing: Vec<String> = NPM_PACKAGES
+        .iter()
+        .filter(|(package, version, _)| !npm_package_installed(&prefix, package, version))
+        .map(|(package, version, _)| format!("{package}@{version}"))
+        .collect();
+    if missing.is_empty() {
+        step("setup: every npm package is installed (target/npm)");
+        return Ok(());
+    }
+    if !Command::new("npm").arg("--version").output().is_ok_and(|out| out.status.success()) {
+        // Node.js from another source (e.g. NodeSource) ships its own npm;
+        // Debian's npm is only for a machine that has none.
+        if !is_root() {
+            bail!("npm is missing (run `cargo xtask setup` as root, or install Node.js with npm)");
+        }
+        step("setup: will install npm: installs the npm packages below");
+        run_checked(Command::new("apt-get").args(["update", "-q"]))?;
+        run_checked(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "npm",
+        ]))?;
+    }
+    for (package, version, why) in NPM_PACKAGES {
+        if missing.contains(&format!("{package}@{version}")) {
+            step(&format!("setup: will install npm {package}@{version}: {why}"));
+        }
+    }
+    step(&format!("setup: npm install --prefix target/npm {}", missing.join(" ")));
+    std::fs::create_dir_all(&prefix)?;
+    run_checked(
+        Command::new("npm")
+            .args(["install", "--save-exact", "--no-audit", "--no-fund", "--loglevel=error"])
+            .arg("--prefix")
+            .arg(&prefix)
+            .args(&missing),
+    )?;
+    for (package, version, _) in NPM_PACKAGES {
+        if !npm_package_installed(&prefix, package, version) {
+            bail!("npm installed {package}@{version} but {} lacks it", prefix.display());
+        }
+    }
+    Ok(())
+}
+
+/// Whether `package` is installed under `prefix` at exactly `version`.
+fn npm_package_installed(prefix: &std::path::Path, package: &str, version: &str) -> bool {
+    let manifest = prefix.join("node_modules").join(package).join("package.json");
+    std::fs::read_to_string(manifest)
+        .is_ok_and(|text| text.contains(&format!("\"version\": \"{version}\"")))
 }
 
 fn install_debian_packages() -> Result<()> {
