@@ -163,6 +163,41 @@ fn ephemeral_ports_until_eaddrnotavail() {
         metrics.value("golens_host_ephemeral_port_range_size", &[])
     );
     assert_eq!(metrics.value("golens_host_ephemeral_port_range_size", &[]), Some(100.0));
+    // The workload closed 10 of its connections: TIME_WAIT in that namespace.
+    let time_wait = |m: &Metrics| m.value("golens_host_tcp_time_wait_sockets", &[]).unwrap_or(0.0);
+    until("no TIME_WAIT socket", &|m| time_wait(m) >= 10.0);
+    // A listener with a backlog of 1 that never accepts, in the same
+    // namespace, on a port outside the exhausted range (connections to
+    // another destination may reuse the range's local ports).
+    let overflows = |m: &Metrics| m.value("golens_host_listen_overflows_total", &[]).unwrap_or(0.0);
+    let before = overflows(&until("no listen overflow counter", &|m| {
+        m.value("golens_host_listen_overflows_total", &[]).is_some()
+    }));
+    let mut backlog = Pressure::start(
+        Command::new("nsenter")
+            .args(["--net", &format!("--target={pid}")])
+            .arg(&binary)
+            .args(["-mode", "backlog", "-count", "20", "-port", "39000"]),
+    );
+    let said = backlog.go();
+    let metrics = until("listen overflows not counted", &|m| overflows(m) > before);
+    println!("{said}: listen overflows {before} -> {}", overflows(&metrics));
+}
+
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn timerfd_settime_is_counted() {
+    let binary = workload();
+    let mut pressure =
+        Pressure::start(Command::new(&binary).args(["-mode", "timerfd", "-count", "100"]));
+    let agent = agent_watching(&pressure);
+    let said = pressure.go();
+    let pid = pressure.pid();
+    let count =
+        |m: &Metrics| m.value("golens_timerfd_settime_total", &[("pid", &pid)]).unwrap_or(0.0);
+    let metrics = agent.wait_for(Duration::from_secs(10), |m| count(m) >= 100.0);
+    println!("{said}: golens counted {}", count(&metrics));
+    assert_eq!(count(&metrics), 100.0);
 }
 
 /// A Go program sleeping 1 ms in a loop, sharing its CPU with eight busy
@@ -202,5 +237,9 @@ fn timers_are_late_on_an_overloaded_cpu() {
         .unwrap_or(0.0);
     println!("{said}: golens {count} late timed waits, {within_1ms} of them within 1.05 ms");
     assert!(count >= 100.0, "too few late timed waits seen: {count}");
+    // Go sleeps in its netpoller: each 1 ms sleep is a blocking epoll wait.
+    let waits =
+        metrics.value("golens_go_netpoll_wait_seconds_count", &[("pid", &pid)]).unwrap_or(0.0);
+    assert!(waits >= 100.0, "too few blocking netpoll waits seen: {waits}");
     assert!(within_1ms < 0.99 * count, "p99 of the lateness is not above 1 ms");
 }

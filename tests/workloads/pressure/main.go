@@ -15,6 +15,12 @@
 //	                ip_local_port_range); prints "eaddrnotavail after N"
 //	-mode sleep     time.Sleep(1ms) in a loop for -duration; prints the
 //	                p99 of how late each sleep returned, as it saw it
+//	-mode timerfd   arms a timerfd -count times (timerfd_settime)
+//	-mode backlog   listens (on -port) with a backlog of 1, never accepts,
+//	                and connects to itself -count times (the queue overflows)
+//
+// After -mode connect has hit EADDRNOTAVAIL it closes 10 of its
+// connections, client side first, so that they sit in TIME_WAIT.
 package main
 
 import (
@@ -28,12 +34,14 @@ import (
 	"sort"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 func main() {
 	mode := flag.String("mode", "", "fds, vmas, connect or sleep")
-	count := flag.Int("count", 10000, "with -mode vmas: how many mappings")
+	count := flag.Int("count", 10000, "with -mode vmas: how many mappings; timerfd, backlog: how many calls")
 	duration := flag.Duration("duration", 3*time.Second, "with -mode sleep: how long")
+	port := flag.Int("port", 0, "with -mode backlog: the port to listen on (0: any)")
 	flag.Parse()
 
 	in := bufio.NewScanner(os.Stdin)
@@ -91,6 +99,9 @@ func main() {
 			conn, err := net.Dial("tcp", listener.Addr().String())
 			if err != nil {
 				if errors.Is(err, syscall.EADDRNOTAVAIL) {
+					for _, conn := range conns[:10] {
+						conn.Close()
+					}
 					fmt.Printf("eaddrnotavail after %d\n", len(conns))
 					break
 				}
@@ -108,6 +119,41 @@ func main() {
 		}
 		sort.Slice(late, func(i, j int) bool { return late[i] < late[j] })
 		fmt.Printf("sleeps %d p99_late_us %d\n", len(late), late[len(late)*99/100].Microseconds())
+	case "timerfd":
+		fd, _, errno := syscall.Syscall(syscall.SYS_TIMERFD_CREATE, 1 /* CLOCK_MONOTONIC */, 0, 0)
+		if errno != 0 {
+			fail(errno)
+		}
+		spec := [4]int64{0, 0, 3600, 0} // it_interval 0, it_value 1 h
+		for i := 0; i < *count; i++ {
+			if _, _, errno := syscall.Syscall6(syscall.SYS_TIMERFD_SETTIME, fd, 0, uintptr(unsafe.Pointer(&spec)), 0, 0, 0); errno != 0 {
+				fail(errno)
+			}
+		}
+		fmt.Printf("timerfd_settime %d\n", *count)
+	case "backlog":
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+		if err != nil {
+			fail(err)
+		}
+		addr := &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: *port}
+		if err := syscall.Bind(fd, addr); err != nil {
+			fail(err)
+		}
+		if err := syscall.Listen(fd, 1); err != nil {
+			fail(err)
+		}
+		bound, _ := syscall.Getsockname(fd)
+		target := fmt.Sprintf("127.0.0.1:%d", bound.(*syscall.SockaddrInet4).Port)
+		var conns []net.Conn
+		for i := 0; i < *count; i++ {
+			// Connections beyond the queue are dropped (the client retries): give up quickly.
+			if conn, err := net.DialTimeout("tcp", target, 50*time.Millisecond); err == nil {
+				conns = append(conns, conn)
+			}
+		}
+		fmt.Printf("backlog connected %d of %d\n", len(conns), *count)
+		defer func() { _ = conns }()
 	default:
 		fail(fmt.Errorf("unknown -mode %q", *mode))
 	}
