@@ -56,6 +56,16 @@ impl Pressure {
     }
 }
 
+/// Kills a process this test started indirectly (by pid) when dropped.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of a process this test started.
+        unsafe { libc::kill(self.0, libc::SIGTERM) };
+    }
+}
+
 fn agent_watching(pressure: &Pressure) -> Agent {
     let agent = Agent::start(&["--comm", COMM]);
     let pid = pressure.pid();
@@ -114,15 +124,25 @@ fn ten_thousand_mappings() {
 fn ephemeral_ports_until_eaddrnotavail() {
     let binary = workload();
     let port = common::free_port();
+    let pid_file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pressure-golens.pid");
+    let _ = std::fs::remove_file(&pid_file);
     let script = format!(
         "ip link set lo up && echo '40000 40099' > /proc/sys/net/ipv4/ip_local_port_range && \
          {golens} run --comm {COMM} --interval 250ms --listen 127.0.0.1:{port} 2>/dev/null & \
-         exec {binary} -mode connect",
+         echo $! > {pid_file} && exec {binary} -mode connect",
         golens = env!("CARGO_BIN_EXE_golens"),
-        binary = binary.display()
+        binary = binary.display(),
+        pid_file = pid_file.display(),
     );
     let mut pressure =
         Pressure::start(Command::new("unshare").args(["--net", "sh", "-c", &script]));
+    // golens runs in the background of that shell: stop it with the test.
+    let _agent = KillOnDrop(
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .expect("the in-namespace golens' pid"),
+    );
     let pid = pressure.pid();
     let scrape = || {
         let get = format!(
