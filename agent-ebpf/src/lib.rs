@@ -14,8 +14,8 @@ pub mod bindings {
 pub use bindings::{
     golens_binary_key as BinaryKey, golens_calibration as Calibration, golens_config as Config,
     golens_gc_event as GcEvent, golens_go_stats as GoStats, golens_hist as Hist,
-    golens_pressure_stats as PressureStats,
-    golens_proc_event as ProcEvent, golens_sched_stats as SchedStats,
+    golens_pressure_stats as PressureStats, golens_proc_event as ProcEvent,
+    golens_sched_stats as SchedStats,
 };
 
 // SAFETY: plain-old-data structs of fixed-width integers with explicit padding

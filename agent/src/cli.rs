@@ -26,6 +26,7 @@ pub enum Command {
     List(ListArgs),
     Doctor(DoctorArgs),
     Trace(TraceArgs),
+    Top(TopArgs),
 }
 
 /// A GC timeline of one running Go process, like GODEBUG=gctrace=1 but
@@ -292,6 +293,56 @@ impl Default for RunArgs {
             require_ebpf: false,
         }
     }
+}
+
+/// A live terminal view of the watched Go processes: GC rate, stop-the-world
+/// pauses, run-queue latency, preemptions and pressure against limits, per
+/// process, refreshed at every collection.
+///
+/// Without --connect, golens top starts its own agent (`golens run` on a
+/// loopback port, one collection a second) and stops it on exit: that needs
+/// root, like `golens run` (or CAP_BPF + CAP_PERFMON; without them the agent
+/// runs degraded and only /proc numbers show). With --connect it reads the
+/// live feed (/api/v1/stream) of an agent already running, here or elsewhere.
+///
+/// Rates and quantiles are over the last --window, from the differences
+/// between snapshots; a quantile is the upper bound of its log2 bucket. A
+/// value a process cannot supply (its probe is off or did not attach, or the
+/// window is not two snapshots long yet) shows "–", never 0.
+///
+/// Keys: ↑/↓ or j/k select, s next sort column, r reverse, / filter by comm
+/// or pid (Enter keeps it, Esc clears it), ? column help, q or Ctrl-C quit.
+/// Needs a terminal of at least 80x24.
+///
+/// Examples:
+///   sudo golens top                               # every Go process on this host
+///   sudo golens top --comm api --comm worker      # only these
+///   golens top --connect http://node-7:9477       # a running agent's feed
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct TopArgs {
+    /// Read the live feed of a running agent (its base URL) instead of
+    /// starting one.
+    #[arg(long, value_name = "URL")]
+    pub connect: Option<String>,
+
+    /// Only this process (repeatable): passed to the agent golens top
+    /// starts; with --connect, only shown.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Only Go processes with this comm (repeatable): passed to the agent
+    /// golens top starts; with --connect, only shown.
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+
+    /// How far back rates and quantiles look (e.g. 10s, 1m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub window: Duration,
+
+    /// Collection interval of the agent golens top starts (ignored with --connect).
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Duration,
 }
 
 /// Parses "250ms", "5s", "2m" or a bare number of seconds ("1.5").

@@ -27,3 +27,4 @@ pub mod run;
 pub mod snapshot;
 pub mod trace;
 pub mod tracker;
+pub mod tui;

@@ -1,7 +1,7 @@
 //! golens: an eBPF agent that watches running Go services from outside.
 
 use clap::Parser;
-use golens::{cli, doctor, list, run, trace};
+use golens::{cli, doctor, list, run, trace, tui};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
@@ -18,6 +18,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command.unwrap_or(cli::Command::Run(cli::RunArgs::default())) {
         cli::Command::Run(args) => tokio_runtime().and_then(|rt| rt.block_on(run::run(args))),
         cli::Command::List(args) => list::list(&args),
+        cli::Command::Top(args) => tui::top(&args),
         cli::Command::Trace(args) => trace::trace(&args),
         cli::Command::Doctor(args) => match doctor::doctor(&args) {
             Ok(code) => return code,

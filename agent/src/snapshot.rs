@@ -220,6 +220,12 @@ pub struct AgentSnapshot {
     pub collections: u64,
 }
 
+/// Version of the Snapshot JSON that /api/v1/stream sends (its top-level
+/// `schema_version`). Bump it when a field changes meaning or type or goes
+/// away (adding a field with `#[serde(default)]` is not a change): a client
+/// of another version refuses the stream instead of misreading it.
+pub const SCHEMA_VERSION: u32 = 1;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Seconds since the Unix epoch when the snapshot was taken.
