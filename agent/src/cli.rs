@@ -137,16 +137,21 @@ pub enum DoctorFormat {
 
 /// Run the agent: discover Go processes, attach probes, serve /metrics.
 ///
-/// Probes: scheduler tracepoints (run-queue latency, involuntary switches)
-/// for every thread of a watched process, and uprobes on the Go runtime (GC
-/// cycles, stop-the-world pauses, sysmon preemptions) placed by decoding its
-/// machine code; `golens list` shows which attach to which process.
+/// Probes (see --probes): scheduler tracepoints (run-queue latency,
+/// involuntary switches) for every thread of a watched process, uprobes on
+/// the Go runtime (GC cycles, stop-the-world pauses, sysmon preemptions)
+/// placed by decoding its machine code once per executable, and per-syscall
+/// tracepoints (mappings, EMFILE, EADDRNOTAVAIL, netpoll waits, late
+/// timers); plus each process's and the host's limits read from /proc and
+/// golens doctor's checks. `golens list` shows which probes attach where.
 ///
 /// Needs root, or CAP_BPF + CAP_PERFMON (+ CAP_SYS_PTRACE to read other
-/// users' executables), and a kernel with BTF (/sys/kernel/btf/vmlinux).
+/// users' executables), and a kernel with BTF (/sys/kernel/btf/vmlinux);
+/// without them it runs degraded (see --require-ebpf).
 ///
 /// Endpoints: /metrics (Prometheus), /healthz, /readyz (ready once the
-/// probes are attached), /api/v1/snapshot (JSON).
+/// probes are attached), /api/v1/snapshot (JSON), /api/v1/stream (each new
+/// snapshot as a server-sent event: what `golens top --connect` reads).
 ///
 /// Examples:
 ///   golens run                                  # every Go process, 127.0.0.1:9477
