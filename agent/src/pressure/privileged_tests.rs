@@ -435,7 +435,11 @@ fn gomaxprocs_from_the_environment() {
     let start = |value: &str| {
         Workload::start(
             "sleep with GOMAXPROCS",
-            Command::new("sh").args(["-c", "echo ready; exec sleep 30"]).env("GOMAXPROCS", value),
+            // "ready" from the program itself, after its exec: /proc/PID/environ
+            // read while a shell execs is briefly empty.
+            Command::new("python3")
+                .args(["-c", "import time; print('ready', flush=True); time.sleep(30)"])
+                .env("GOMAXPROCS", value),
         )
     };
     let reader = ProcessReader::new();
