@@ -74,7 +74,8 @@ fn test(extra: &[String]) -> Result<()> {
     }
     util::step("running every test (unit, CLI, privileged integration)");
     let mut cargo = util::cargo();
-    cargo.args(["test", "--workspace", "--", "--include-ignored"]);
+    // --no-fail-fast: one failing test binary does not hide the others' results.
+    cargo.args(["test", "--workspace", "--no-fail-fast", "--", "--include-ignored"]);
     // The Go version matrix: unit tests of the binary readers and attach-point
     // planning build their test programs with each of these.
     cargo.env("GOLENS_TEST_GO", toolchains::matrix_env());
