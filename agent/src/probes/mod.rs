@@ -390,6 +390,7 @@ impl KernelSide {
 
 /// Where the classic tracepoints' ids are read (aya looks at both).
 const TRACEFS: &str = "/sys/kernel/tracing";
+const TRACEFS_C: &std::ffi::CStr = c"/sys/kernel/tracing";
 
 /// Mounts tracefs at /sys/kernel/tracing when neither it nor debugfs'
 /// tracing directory is mounted (the case on hosts without systemd's
@@ -403,11 +404,10 @@ pub fn ensure_tracefs() -> Result<bool, ProbeError> {
     if mounted(TRACEFS) || mounted("/sys/kernel/debug/tracing") {
         return Ok(false);
     }
-    let target = std::ffi::CString::new(TRACEFS).expect("no NUL");
     let (source, fstype) = (c"nodev", c"tracefs");
     // SAFETY: valid NUL-terminated strings, no data argument.
     let ret = unsafe {
-        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(source.as_ptr(), TRACEFS_C.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
     };
     if ret != 0 {
         return Err(ProbeError::Tracefs(std::io::Error::last_os_error()));
@@ -423,9 +423,8 @@ pub fn release_tracefs() {
     if !TRACEFS_MOUNTED_BY_GOLENS.swap(false, std::sync::atomic::Ordering::AcqRel) {
         return;
     }
-    let target = std::ffi::CString::new(TRACEFS).expect("no NUL");
     // SAFETY: a valid NUL-terminated path.
-    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    unsafe { libc::umount2(TRACEFS_C.as_ptr(), libc::MNT_DETACH) };
 }
 
 /// The namespace of golens' /proc, from what calibration saw of golens.
