@@ -1,10 +1,10 @@
 //! cargo xtask: the project's own automation.
 //!
-//!   cargo xtask setup   install what building and testing need (Debian packages)
+//!   cargo xtask setup   install what building and testing need (Debian, PyPI, npm packages)
 //!   cargo xtask build   build the release agent (eBPF objects embedded)
 //!   cargo xtask test    setup, then every unit and integration test (privileged ones too)
 //!   cargo xtask demo    setup, build, run golens against a bundled Go service
-//!   cargo xtask bench   throughput and p99 of a Go HTTP service with and without golens
+//!   cargo xtask bench   a Go HTTP service's CPU per request at a fixed rate, per probe family
 //!   cargo xtask bench scale   the agent's own cost with 1 to 300 idle Go processes
 //!   cargo xtask fuzz    run the parsers' fuzz targets
 
@@ -24,11 +24,14 @@ const USAGE: &str = "usage: cargo xtask <setup|build|test|demo|bench|fuzz> [opti
   build                 cargo build --release of the agent
   test [-- ARGS]        setup, then all tests, privileged ones included (needs root)
   demo [--seconds N]    run golens on a demo Go service; until Ctrl-C, or N seconds
-  bench [--rounds N] [--seconds S] [--scenario plain|gc|all]
-                        alternate runs of wrk against a Go service with and without
-                        golens attached (plain, and GC-heavy with GOGC=5); print
-                        throughput and p99 ratios, GC/s, and each eBPF program's hit
-                        rate and run time
+  bench [--rounds N] [--seconds S] [--rate R] [--scenario realistic|pathological|all]
+                        a Go service (pinned to CPU 0) under hey at a fixed rate (default
+                        2000 req/s, pinned to CPU 1), in N ABBA blocks (default 3) of S s
+                        rounds (default 10) per golens configuration (--probes sched,
+                        goruntime, both) against no agent; scenarios: a 64 MiB live heap
+                        (a few GC/s) and GOGC=5 (hundreds of GC/s). Prints the service's
+                        CPU time per request and p99 as ratios (min/median/max) against
+                        the goals, GC/s, and each eBPF program's hits and ns per request
   bench scale [--counts 1,10,100,300] [--shapes one,many] [--idle-seconds 10]
                         the agent's own cost with N idle Go processes of one or of 10
                         executables: start -> ready, tracked, idle CPU, RSS, fds,

@@ -1,0 +1,390 @@
+//! `cargo xtask bench`: what golens costs a Go HTTP service, as the service's own CPU time per
+//! request at a fixed request rate.
+//!
+//! The service (tests/workloads/demo) is pinned to one CPU and driven by hey, pinned to the
+//! other, at a fixed rate (open loop): the work per second is the same with and without the
+//! agent, so what the agent adds shows up as CPU time the service spends per request (its
+//! utime + stime, which include the uprobe traps and the tracepoint programs run in its
+//! context), and not as a throughput that swings with the scheduler. Each agent configuration
+//! (`--probes sched`, `goruntime`, both) runs in ABBA blocks against the baseline (no agent);
+//! results are ratios with their spread, and nothing is asserted: this is a report.
+//!
+//! Two scenarios: "realistic" (a 64 MiB live heap: a few GC cycles per second) and
+//! "pathological" (the small heap with GOGC=5: hundreds per second, so the Go runtime uprobes
+//! fire as often as they ever will). `cargo xtask bench scale` (bench_scale.rs) measures the
+//! agent's own cost instead.
+
+mod bpf_stats;
+mod hey;
+mod plan;
+mod processes;
+mod procfs;
+mod report;
+mod round;
+mod summary;
+
+use std::{
+    fs,
+    path::Path,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{setup, util};
+use plan::Config;
+use processes::Service;
+use procfs::Machine;
+use report::{RunInfo, ScenarioResult};
+use round::RoundSetup;
+
+const USAGE: &str = "usage: cargo xtask bench [--rounds N] [--seconds S] [--rate R] \
+                     [--scenario realistic|pathological|all]";
+/// Unmeasured load after the service starts.
+const WARM_UP_SECONDS: u32 = 5;
+/// How long to wait for another `cargo xtask bench` on the machine to finish.
+const OTHER_BENCH_TIMEOUT: Duration = Duration::from_secs(45 * 60);
+
+/// A service setup to measure the agent on, and the goals for it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scenario {
+    name: &'static str,
+    description: &'static str,
+    /// Extra arguments of the demo service.
+    service_args: &'static [&'static str],
+    env: &'static [(&'static str, &'static str)],
+    /// Highest acceptable median ratio of CPU per request to the baseline.
+    goal_cpu_ratio: f64,
+    /// Highest acceptable median ratio of p99 latency to the baseline, if any.
+    goal_p99_ratio: Option<f64>,
+}
+
+pub const REALISTIC: Scenario = Scenario {
+    name: "realistic",
+    description: "the demo service keeping a 64 MiB live heap (-live-heap-mib 64), default \
+                  GOGC: a few GC cycles per second",
+    service_args: &["-live-heap-mib", "64"],
+    env: &[],
+    goal_cpu_ratio: 1.01,
+    goal_p99_ratio: Some(1.02),
+};
+
+pub const PATHOLOGICAL: Scenario = Scenario {
+    name: "pathological",
+    description: "the demo service with its small live heap and GOGC=5: hundreds of GC \
+                  cycles per second",
+    service_args: &[],
+    env: &[("GOGC", "5")],
+    goal_cpu_ratio: 1.03,
+    goal_p99_ratio: None,
+};
+
+#[derive(Debug, PartialEq)]
+struct Options {
+    /// ABBA blocks per configuration.
+    rounds: u32,
+    seconds: u32,
+    /// Total requests per second.
+    rate: u32,
+    scenarios: Vec<Scenario>,
+}
+
+pub fn bench(args: &[String]) -> Result<()> {
+    if args.first().is_some_and(|first| first == "scale") {
+        return crate::bench_scale::bench_scale(&args[1..]);
+    }
+    let options = parse_args(args)?;
+    setup::setup()?;
+    if !util::is_root() {
+        bail!("golens loads eBPF programs: run `cargo xtask bench` as root");
+    }
+    wait_for_other_benchmarks()?;
+    util::build_release()?;
+    let binary = util::build_workload("demo")?;
+
+    let machine = Machine::read();
+    let pinning = Pinning::decide(&machine);
+    let log_dir = util::workspace_root().join("target/bench");
+    fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    let agent_log = log_dir.join("golens.log");
+    fs::write(&agent_log, "").with_context(|| format!("creating {}", agent_log.display()))?;
+    let _stats = bpf_stats::BpfStatsGuard::enable()?;
+
+    let rounds_per_scenario = plan::abba(&Config::WITH_AGENT, options.rounds as usize).len();
+    let estimate = options.scenarios.len() as u64
+        * (u64::from(WARM_UP_SECONDS)
+            + rounds_per_scenario as u64 * (u64::from(options.seconds) + 4));
+    util::step(&format!(
+        "{rounds_per_scenario} rounds of {} s per scenario, {} scenario(s): about {} min; \
+         golens' output goes to {}",
+        options.seconds,
+        options.scenarios.len(),
+        estimate.div_ceil(60),
+        agent_log.display()
+    ));
+    let setup = RoundSetup {
+        machine: &machine,
+        seconds: options.seconds,
+        rate: options.rate,
+        hey_cpu: pinning.hey_cpu,
+        agent_log: &agent_log,
+    };
+    let mut foreign_agents = Vec::new();
+    let mut results = Vec::new();
+    for &scenario in &options.scenarios {
+        results.push(run_scenario(
+            scenario,
+            &binary,
+            &options,
+            &setup,
+            &pinning,
+            &mut foreign_agents,
+        )?);
+    }
+    let run = RunInfo {
+        machine: machine.clone(),
+        blocks: options.rounds,
+        seconds: options.seconds,
+        rate: options.rate,
+        pinning: pinning.describe(results.first().and_then(|r| r.service_cpus.as_deref())),
+        foreign_agents,
+    };
+    print!("{}", report::format_report(&run, &results));
+    Ok(())
+}
+
+fn run_scenario(
+    scenario: Scenario,
+    binary: &Path,
+    options: &Options,
+    setup: &RoundSetup,
+    pinning: &Pinning,
+    foreign_agents: &mut Vec<(u32, String)>,
+) -> Result<ScenarioResult> {
+    let name = scenario.name;
+    util::step(&format!("{name}: starting {}", scenario.description));
+    let mut service =
+        Service::start(binary, scenario.service_args, scenario.env, pinning.service_cpu)?;
+    let warm_up = WARM_UP_SECONDS.min(options.seconds);
+    util::step(&format!(
+        "{name}: warm-up, {warm_up} s at {} requests/s (not counted)",
+        options.rate
+    ));
+    let load = round::warm_up(&mut service, setup, warm_up)?;
+    util::step(&format!("{name}:   {:.0} requests/s completed", load.achieved_rate()));
+
+    let plan = plan::abba(&Config::WITH_AGENT, options.rounds as usize);
+    let mut rounds = Vec::with_capacity(plan.len());
+    for (index, &planned) in plan.iter().enumerate() {
+        for pid in procfs::processes_named("golens") {
+            if !foreign_agents.iter().any(|(seen, _)| *seen == pid) {
+                let cmdline = procfs::cmdline(pid).unwrap_or_default();
+                util::step(&format!(
+                    "WARNING: another golens runs on this machine (pid {pid}: {cmdline}): its \
+                     tracepoint programs run for the service's threads too"
+                ));
+                foreign_agents.push((pid, cmdline));
+            }
+        }
+        let config = planned.config;
+        util::step(&format!(
+            "{name}: round {}/{}, block {}: {}",
+            index + 1,
+            plan.len(),
+            planned.block + 1,
+            config
+                .probes()
+                .map_or("no agent (baseline)".into(), |p| format!("golens --probes {p}"))
+        ));
+        let result = round::measure(&mut service, planned, setup)?;
+        util::step(&format!("{name}:   {}", describe_round(&result)));
+        rounds.push(result);
+    }
+    Ok(ScenarioResult { scenario, service_cpus: service.allowed_cpus.clone(), rounds })
+}
+
+/// One progress line about a measured round.
+fn describe_round(round: &round::RoundResult) -> String {
+    let missed = round.exclusion().map_or(String::new(), |why| format!(" (excluded: {why})"));
+    let gc =
+        round.service_gc_per_second().map_or("GC/s unknown".into(), |gc| format!("{gc:.1} GC/s"));
+    let golens_gc =
+        round.golens_gc_per_second().map_or(String::new(), |gc| format!(" (golens: {gc:.1})"));
+    let agent = round
+        .agent_cpu_us_per_request()
+        .map_or(String::new(), |us| format!(", golens {us:.1} µs CPU/request"));
+    let other = round.other_cpus().map_or(String::new(), |cpus| format!(", other {cpus:.2} CPU"));
+    let switches = round
+        .involuntary_switches_per_request()
+        .map_or(String::new(), |n| format!(", {n:.2} involuntary switches/request"));
+    format!(
+        "{:.0} requests/s{missed}, {:.2} µs CPU/request, p50/p90/p99 {:.1}/{:.1}/{:.1} ms, \
+         {gc}{golens_gc}{agent}{other}{switches}",
+        round.achieved_rate(),
+        round.cpu_us_per_request(),
+        round.load.p50_seconds * 1e3,
+        round.load.p90_seconds * 1e3,
+        round.p99_ms(),
+    )
+}
+
+/// Where the service and hey run.
+struct Pinning {
+    service_cpu: Option<&'static str>,
+    hey_cpu: Option<&'static str>,
+    /// Why nothing is pinned, when nothing is.
+    not_pinned: Option<String>,
+}
+
+impl Pinning {
+    fn decide(machine: &Machine) -> Pinning {
+        let unpinned =
+            |why: String| Pinning { service_cpu: None, hey_cpu: None, not_pinned: Some(why) };
+        if machine.cpus < 2 {
+            return unpinned(format!("only {} CPU available", machine.cpus));
+        }
+        let taskset = Command::new("taskset")
+            .args(["-c", "0,1", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !taskset.is_ok_and(|status| status.success()) {
+            return unpinned("`taskset -c 0,1 true` failed (util-linux's taskset missing, or CPUs 0 and 1 not allowed)".into());
+        }
+        Pinning { service_cpu: Some("0"), hey_cpu: Some("1"), not_pinned: None }
+    }
+
+    fn describe(&self, service_allowed: Option<&str>) -> String {
+        if let Some(why) = &self.not_pinned {
+            return format!("nothing ({why}): service, hey and golens share every CPU");
+        }
+        let service = self.service_cpu.unwrap_or("-");
+        let hey = self.hey_cpu.unwrap_or("-");
+        let allowed = service_allowed.map_or(String::new(), |cpus| {
+            format!("; its Cpus_allowed_list is {cpus}, so Go sizes GOMAXPROCS to it")
+        });
+        format!(
+            "service on CPU {service} (`taskset -c {service}`{allowed}), hey on CPU {hey} \
+             (`taskset -c {hey}`); golens not pinned"
+        )
+    }
+}
+
+/// Waits (bounded) until no other `xtask bench` runs: two benchmarks on this machine at once
+/// would skew each other.
+fn wait_for_other_benchmarks() -> Result<()> {
+    let started = Instant::now();
+    let mut announced = None;
+    loop {
+        let others = procfs::other_processes_running("xtask bench");
+        if others.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> =
+            others.iter().map(|(pid, cmdline)| format!("{pid} ({cmdline})")).collect();
+        if started.elapsed() >= OTHER_BENCH_TIMEOUT {
+            bail!(
+                "waited {} min for other benchmarks to finish; still running: {}",
+                OTHER_BENCH_TIMEOUT.as_secs() / 60,
+                list.join(", ")
+            );
+        }
+        let minute = started.elapsed().as_secs() / 60;
+        if announced != Some(minute) {
+            util::step(&format!(
+                "waiting for another benchmark to finish (up to {} min): {}",
+                OTHER_BENCH_TIMEOUT.as_secs() / 60,
+                list.join(", ")
+            ));
+            announced = Some(minute);
+        }
+        thread::sleep(Duration::from_secs(5));
+    }
+}
+
+fn parse_args(args: &[String]) -> Result<Options> {
+    let mut options =
+        Options { rounds: 3, seconds: 10, rate: 2000, scenarios: vec![REALISTIC, PATHOLOGICAL] };
+    let mut iter = args.iter();
+    while let Some(flag) = iter.next() {
+        let value = iter.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let number = || -> Result<u32> {
+            value.parse().with_context(|| format!("{flag} takes a whole number, not `{value}`"))
+        };
+        match flag.as_str() {
+            "--rounds" => options.rounds = number()?,
+            "--seconds" => options.seconds = number()?,
+            "--rate" => options.rate = number()?,
+            "--scenario" => {
+                options.scenarios = match value.as_str() {
+                    "realistic" => vec![REALISTIC],
+                    "pathological" => vec![PATHOLOGICAL],
+                    "all" => vec![REALISTIC, PATHOLOGICAL],
+                    other => bail!("unknown scenario `{other}`\n{USAGE}"),
+                };
+            }
+            _ => bail!("unknown option `{flag}`\n{USAGE}"),
+        }
+    }
+    if options.rounds == 0 || options.seconds == 0 || options.rate == 0 {
+        bail!("--rounds, --seconds and --rate must be at least 1");
+    }
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_bench_arguments() {
+        let all = parse_args(&[]).unwrap();
+        assert_eq!((all.rounds, all.seconds, all.rate), (3, 10, 2000));
+        assert_eq!(all.scenarios, vec![REALISTIC, PATHOLOGICAL]);
+        let one = parse_args(&args(&[
+            "--scenario",
+            "pathological",
+            "--rounds",
+            "2",
+            "--seconds",
+            "5",
+            "--rate",
+            "1500",
+        ]))
+        .unwrap();
+        assert_eq!(
+            one,
+            Options { rounds: 2, seconds: 5, rate: 1500, scenarios: vec![PATHOLOGICAL] }
+        );
+        assert_eq!(
+            parse_args(&args(&["--scenario", "realistic"])).unwrap().scenarios,
+            vec![REALISTIC]
+        );
+        assert!(parse_args(&args(&["--scenario", "gc"])).is_err());
+        assert!(parse_args(&args(&["--rounds", "0"])).is_err());
+        assert!(parse_args(&args(&["--rate", "fast"])).is_err());
+        assert!(parse_args(&args(&["--seconds"])).is_err());
+        assert!(parse_args(&args(&["--bogus", "1"])).is_err());
+    }
+
+    #[test]
+    fn pinning_is_described() {
+        let pinned = Pinning { service_cpu: Some("0"), hey_cpu: Some("1"), not_pinned: None };
+        assert_eq!(
+            pinned.describe(Some("0")),
+            "service on CPU 0 (`taskset -c 0`; its Cpus_allowed_list is 0, so Go sizes \
+             GOMAXPROCS to it), hey on CPU 1 (`taskset -c 1`); golens not pinned"
+        );
+        let mut machine = Machine::read();
+        machine.cpus = 1;
+        let single = Pinning::decide(&machine);
+        assert_eq!(single.service_cpu, None);
+        assert!(single.describe(None).starts_with("nothing (only 1 CPU available)"));
+    }
+}

@@ -1,0 +1,563 @@
+//! The printed report: how the run was done, then per scenario a table of the
+//! configurations against the baseline, the goals, the cost of each eBPF program, and notes.
+
+use std::fmt::Write as _;
+
+use super::{
+    bpf_stats::{self, ProgramCost},
+    hey,
+    plan::Config,
+    procfs::Machine,
+    round::{self, RoundResult},
+    summary::{self, ConfigSummary, Spread},
+    Scenario,
+};
+
+/// A value past its goal gets this.
+const MISS: &str = " (!)";
+/// hey prints latencies in seconds with four decimals.
+const HEY_LATENCY_STEP_MS: f64 = 0.1;
+
+/// How the whole run was done.
+pub struct RunInfo {
+    pub machine: Machine,
+    pub blocks: u32,
+    pub seconds: u32,
+    pub rate: u32,
+    /// e.g. "service on CPU 0 (taskset -c 0), hey on CPU 1 (taskset -c 1); golens unpinned".
+    pub pinning: String,
+    /// Other golens processes seen on the machine during the run: (pid, command line).
+    pub foreign_agents: Vec<(u32, String)>,
+}
+
+/// Everything measured in one scenario.
+pub struct ScenarioResult {
+    pub scenario: Scenario,
+    /// `Cpus_allowed_list` of the service.
+    pub service_cpus: Option<String>,
+    pub rounds: Vec<RoundResult>,
+}
+
+pub fn format_report(run: &RunInfo, results: &[ScenarioResult]) -> String {
+    let mut out = String::new();
+    format_header(&mut out, run);
+    for result in results {
+        format_scenario(&mut out, run, result);
+    }
+    out
+}
+
+fn format_header(out: &mut String, run: &RunInfo) {
+    let machine = &run.machine;
+    let memory = machine
+        .memory_kib
+        .map_or(String::new(), |kib| format!(", {:.1} GiB RAM", kib as f64 / 1024.0 / 1024.0));
+    let ticks_source =
+        if machine.clock_ticks_assumed { "assumed: sysconf failed" } else { "sysconf" };
+    let per_worker_ms = 1e3 * f64::from(hey::WORKERS) / f64::from(run.rate.max(1));
+    let _ = writeln!(
+        out,
+        "\n# golens' cost to a Go HTTP service: CPU time per request at a fixed rate\n"
+    );
+    let _ = writeln!(
+        out,
+        "- machine: {} CPUs ({}), kernel {}{memory}; CLK_TCK {} ({ticks_source})",
+        machine.cpus, machine.cpu_model, machine.kernel, machine.clock_ticks
+    );
+    let _ = writeln!(
+        out,
+        "- load: `{}` on GET /work, {} requests/s, open loop (hey's {} workers tick in step: \
+         a burst of {} requests every {per_worker_ms:.0} ms; a worker falls behind only when a \
+         request takes more than that); a round whose completed requests/s are more than {:.0} \
+         % off the target is excluded",
+        hey::describe(run.seconds, run.rate),
+        run.rate,
+        hey::WORKERS,
+        hey::WORKERS,
+        hey::RATE_TOLERANCE * 100.0
+    );
+    let _ = writeln!(out, "- pinned: {}", run.pinning);
+    let _ = writeln!(
+        out,
+        "- primary figure: service CPU time (utime + stime, /proc/PID/stat) during the load \
+         / requests completed"
+    );
+    let _ = writeln!(
+        out,
+        "- order: per configuration {} ABBA blocks (baseline, X, X, baseline) of {} s rounds, \
+         the configurations' blocks interleaved; each X round is divided by the mean of the \
+         two valid baseline rounds of its block (or the one valid): ratios are min / median / \
+         max over those rounds, absolute values are medians. The baseline row's ratios are an \
+         A/A test: the second baseline round of each block divided by the first, i.e. what no \
+         difference looks like",
+        run.blocks, run.seconds
+    );
+    let _ = writeln!(
+        out,
+        "- agent: release golens, `golens run --pid SERVICE --probes FAMILIES --interval 1s`, \
+         started before each X round and stopped with SIGTERM after it; \
+         kernel.bpf_stats_enabled = 1 throughout (it adds two clock reads to every run of an \
+         agent program)"
+    );
+    let _ = writeln!(
+        out,
+        "- other CPU: CPUs every other process used during the load (utime + stime + cutime + \
+         cstime of every process but the service, golens, hey and the bench); each round first \
+         waits (up to {} s) until it is at most {}, and a round above {} is excluded",
+        round::QUIET_TIMEOUT.as_secs(),
+        round::QUIET_CPUS,
+        round::DISTURBED_CPUS
+    );
+    let _ = writeln!(
+        out,
+        "- service preempted: involuntary context switches of the service's threads per \
+         request (by another process, or by another of its own threads: all share its CPU)"
+    );
+    let _ = writeln!(
+        out,
+        "- GC/s: cycles the service completed during the load (its /debug/gc), and in \
+         parentheses the cycles golens counted (goruntime configurations)"
+    );
+    if !run.foreign_agents.is_empty() {
+        let _ = writeln!(out, "- WARNING: {}", describe_foreign_agents(&run.foreign_agents));
+    }
+}
+
+/// "2 other golens process(es) ran during the bench (pid 7, 8): `golens run …`. …", with at
+/// most three distinct command lines.
+fn describe_foreign_agents(agents: &[(u32, String)]) -> String {
+    let pids: Vec<String> = agents.iter().map(|(pid, _)| pid.to_string()).collect();
+    let mut commands: Vec<&str> = Vec::new();
+    for (_, cmdline) in agents {
+        if !cmdline.is_empty() && !commands.contains(&cmdline.as_str()) && commands.len() < 3 {
+            commands.push(cmdline);
+        }
+    }
+    let commands: Vec<String> = commands.iter().map(|c| format!("`{c}`")).collect();
+    let examples =
+        if commands.is_empty() { String::new() } else { format!(": {}", commands.join(", ")) };
+    format!(
+        "{} other golens process(es) ran during the bench (pid {}){examples}. Their tracepoint \
+         programs ran for every task, the service's included, in every kind of round",
+        agents.len(),
+        pids.join(", ")
+    )
+}
+
+fn format_scenario(out: &mut String, run: &RunInfo, result: &ScenarioResult) {
+    let scenario = &result.scenario;
+    let _ = writeln!(out, "\n## {}: {}\n", scenario.name, scenario.description);
+    let mut goals = vec![format!("CPU/request ≤ {}", percent(scenario.goal_cpu_ratio))];
+    if let Some(goal) = scenario.goal_p99_ratio {
+        goals.push(format!("p99 ≤ {}", percent(goal)));
+    }
+    let _ = writeln!(
+        out,
+        "goals, on the median ratio of every configuration: {}; (!) marks a miss. Service CPUs \
+         allowed: {}.\n",
+        goals.join(", "),
+        result.service_cpus.as_deref().unwrap_or("unknown")
+    );
+    let _ = writeln!(
+        out,
+        "| config | rounds used | CPU/request vs baseline (min / median / max) | p99 vs \
+         baseline (min / median / max) | CPU µs/request (baseline → config) | p99 ms \
+         (baseline → config) | GC/s (golens) | golens CPU µs/request | service preempted /request \
+         | other CPU |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for config in [Config::Baseline].into_iter().chain(Config::WITH_AGENT) {
+        let summary = summary::summarize(&result.rounds, config);
+        if summary.rounds > 0 {
+            let _ = writeln!(out, "{}", format_row(&summary, scenario));
+        }
+    }
+    format_programs(out, &result.rounds);
+    let notes = scenario_notes(run, result);
+    if !notes.is_empty() {
+        let _ = writeln!(out, "\nnotes:");
+        for note in notes {
+            let _ = writeln!(out, "- {note}");
+        }
+    }
+}
+
+fn format_row(summary: &ConfigSummary, scenario: &Scenario) -> String {
+    let rounds = format!(
+        "{} of {} ({} ratio{})",
+        summary.valid_rounds,
+        summary.rounds,
+        summary.ratios,
+        if summary.ratios == 1 { "" } else { "s" }
+    );
+    let gc = match (summary.service_gc_per_second, summary.golens_gc_per_second) {
+        (service, Some(golens)) => format!("{} ({golens:.1})", number(service, 1)),
+        (service, None) => number(service, 1),
+    };
+    if summary.config == Config::Baseline {
+        return format!(
+            "| baseline (A/A) | {rounds} | {} | {} | {} | {} | {gc} | | {} | {} |",
+            spread_cell(summary.cpu_ratio, None),
+            spread_cell(summary.p99_ratio, None),
+            number(summary.cpu_us_per_request, 1),
+            number(summary.p99_ms, 2),
+            number(summary.involuntary_switches_per_request, 2),
+            number(summary.other_cpus, 2),
+        );
+    }
+    format!(
+        "| {} | {rounds} | {} | {} | {} → {} | {} → {} | {gc} | {} | {} | {} |",
+        summary.config.name(),
+        spread_cell(summary.cpu_ratio, Some(scenario.goal_cpu_ratio)),
+        spread_cell(summary.p99_ratio, scenario.goal_p99_ratio),
+        number(summary.baseline_cpu_us_per_request, 1),
+        number(summary.cpu_us_per_request, 1),
+        number(summary.baseline_p99_ms, 2),
+        number(summary.p99_ms, 2),
+        number(summary.agent_cpu_us_per_request, 1),
+        number(summary.involuntary_switches_per_request, 2),
+        number(summary.other_cpus, 2),
+    )
+}
+
+/// "+0.1 / +0.4 / +0.9 %", with MISS when the median is above `goal`.
+fn spread_cell(spread: Option<Spread>, goal: Option<f64>) -> String {
+    let Some(spread) = spread else { return "no ratio".into() };
+    let delta = |ratio: f64| format!("{:+.1}", (ratio - 1.0) * 100.0);
+    let missed = goal.is_some_and(|goal| spread.median > goal);
+    format!(
+        "{} / {} / {} %{}",
+        delta(spread.min),
+        delta(spread.median),
+        delta(spread.max),
+        if missed { MISS } else { "" }
+    )
+}
+
+/// A ratio as a signed percentage: 1.01 → "+1 %".
+fn percent(ratio: f64) -> String {
+    let delta = (ratio - 1.0) * 100.0;
+    if (delta - delta.round()).abs() < 1e-9 {
+        format!("{delta:+.0} %")
+    } else {
+        format!("{delta:+.1} %")
+    }
+}
+
+fn number(value: Option<f64>, decimals: usize) -> String {
+    match value {
+        Some(value) if value.is_finite() => format!("{value:.decimals$}"),
+        _ => "—".into(),
+    }
+}
+
+/// Four significant digits or so, for values from 0.0001 to 100000.
+fn significant(value: f64) -> String {
+    let magnitude = value.abs();
+    let decimals = if magnitude >= 100.0 || magnitude == 0.0 {
+        0
+    } else if magnitude >= 10.0 {
+        1
+    } else if magnitude >= 1.0 {
+        2
+    } else if magnitude >= 0.1 {
+        3
+    } else {
+        4
+    };
+    format!("{value:.decimals$}")
+}
+
+/// Per golens program in the valid "all" rounds: hits/s, ns per hit, hits and BPF ns per
+/// request.
+fn format_programs(out: &mut String, rounds: &[RoundResult]) {
+    let all: Vec<&RoundResult> =
+        rounds.iter().filter(|r| r.config == Config::All && r.valid()).collect();
+    let mut programs: Vec<ProgramCost> = Vec::new();
+    for round in &all {
+        bpf_stats::merge_costs(&mut programs, &round.programs);
+    }
+    if programs.is_empty() {
+        return;
+    }
+    let seconds: f64 = all.iter().map(|r| r.load.seconds).sum();
+    let requests: u64 = all.iter().map(|r| r.load.ok_responses).sum();
+    if seconds <= 0.0 || requests == 0 {
+        return;
+    }
+    // Uprobes first: their hit rate is the number that matters.
+    programs.sort_by(|a, b| (a.kind != "uprobe", &a.name).cmp(&(b.kind != "uprobe", &b.name)));
+    let _ = writeln!(
+        out,
+        "\nper golens program, configuration \"all\" ({} rounds, {requests} requests; \
+         kernel.bpf_stats_enabled):\n",
+        all.len()
+    );
+    let _ = writeln!(out, "| program | kind | hits/s | ns/hit | hits/request | BPF ns/request |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let requests = requests as f64;
+    let (mut total_hits, mut total_ns) = (0u64, 0u64);
+    for program in &programs {
+        total_hits += program.hits;
+        total_ns += program.run_time_ns;
+        let per_hit = if program.hits == 0 {
+            "—".into()
+        } else {
+            format!("{:.0}", program.run_time_ns as f64 / program.hits as f64)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {per_hit} | {} | {} |",
+            program.name,
+            program.kind,
+            significant(program.hits as f64 / seconds),
+            significant(program.hits as f64 / requests),
+            significant(program.run_time_ns as f64 / requests),
+        );
+    }
+    let baseline = summary::summarize(rounds, Config::All).baseline_cpu_us_per_request;
+    let share = baseline.filter(|&us| us > 0.0).map_or(String::new(), |us| {
+        format!(
+            " ({:.2} % of the baseline's CPU/request)",
+            total_ns as f64 / requests / (us * 1e3) * 100.0
+        )
+    });
+    let _ = writeln!(
+        out,
+        "| total | | {} | | {} | {}{share} |",
+        significant(total_hits as f64 / seconds),
+        significant(total_hits as f64 / requests),
+        significant(total_ns as f64 / requests),
+    );
+    let _ = writeln!(
+        out,
+        "\nns/hit is the program's own run time: the uprobe trap and the single-step of a probed \
+         instruction are not in it, but are in the service's CPU time. tp_btf programs run for \
+         every task on the host (returning at once for untracked ones), so their hits include \
+         hey's and golens' own."
+    );
+}
+
+fn scenario_notes(run: &RunInfo, result: &ScenarioResult) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (index, round) in result.rounds.iter().enumerate() {
+        let which =
+            format!("round {} ({}, block {})", index + 1, round.config.name(), round.block + 1);
+        if let Some(why) = round.exclusion() {
+            notes.push(format!("{which}: {why}: excluded"));
+        }
+        let failed = round.load.errors + round.load.other_responses;
+        if failed > 0 {
+            notes.push(format!(
+                "{which}: {} requests got no response and {} a status other than 200",
+                round.load.errors, round.load.other_responses
+            ));
+        }
+        if let Some(note) = &round.agent_note {
+            notes.push(format!("{which}: {note}"));
+        }
+    }
+    let baseline_p99 = summary::median(
+        result
+            .rounds
+            .iter()
+            .filter(|r| r.config == Config::Baseline && r.valid())
+            .map(RoundResult::p99_ms),
+    );
+    if let Some(p99) = baseline_p99.filter(|&p99| p99 > 0.0) {
+        notes.push(format!(
+            "hey prints latencies to {HEY_LATENCY_STEP_MS} ms: one step is {:.1} % of the \
+             baseline's p99 ({p99:.2} ms)",
+            HEY_LATENCY_STEP_MS / p99 * 100.0
+        ));
+    }
+    let ticks_per_round = result
+        .rounds
+        .iter()
+        .filter(|r| r.config == Config::Baseline && r.valid())
+        .map(|r| r.service_cpu_seconds * run.machine.clock_ticks as f64);
+    if let Some(ticks) = summary::median(ticks_per_round).filter(|&t| t > 0.0) {
+        notes.push(format!(
+            "a baseline round used {ticks:.0} clock ticks of service CPU: one tick is {:.2} % \
+             of a round's CPU/request",
+            100.0 / ticks
+        ));
+    }
+    notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{round::tests::round, PATHOLOGICAL, REALISTIC};
+
+    fn machine() -> Machine {
+        Machine {
+            cpus: 2,
+            cpu_model: "AMD EPYC".into(),
+            kernel: "6.18.44".into(),
+            memory_kib: Some(24 * 1024 * 1024),
+            clock_ticks: 100,
+            clock_ticks_assumed: false,
+        }
+    }
+
+    fn run_info() -> RunInfo {
+        RunInfo {
+            machine: machine(),
+            blocks: 1,
+            seconds: 10,
+            rate: 2000,
+            pinning: "service on CPU 0, hey on CPU 1; golens unpinned".into(),
+            foreign_agents: Vec::new(),
+        }
+    }
+
+    fn cells(report: &str, prefix: &str) -> Vec<String> {
+        let line = report.lines().find(|l| l.starts_with(prefix)).unwrap_or_default();
+        line.trim_matches('|').split('|').map(|cell| cell.trim().to_owned()).collect()
+    }
+
+    #[test]
+    fn a_scenario_table_has_ratios_absolutes_goals_and_program_costs() {
+        let mut rounds = vec![
+            round(0, Config::Baseline, 20_000, 3.0),
+            round(0, Config::All, 20_000, 3.03),
+            round(0, Config::All, 20_000, 3.09),
+            round(0, Config::Baseline, 20_000, 3.0),
+            round(1, Config::Baseline, 20_000, 3.0),
+            round(1, Config::Sched, 20_000, 3.0),
+            round(1, Config::Sched, 18_000, 3.0),
+            round(1, Config::Baseline, 20_000, 3.0),
+        ];
+        for round in rounds.iter_mut().filter(|r| r.config == Config::All) {
+            round.golens_gc_cycles = Some(29);
+            round.agent_cpu_seconds = Some(0.1);
+            round.programs = vec![
+                ProgramCost {
+                    name: "golens_sched_switch".into(),
+                    kind: "tp_btf",
+                    hits: 100_000,
+                    run_time_ns: 10_000_000,
+                },
+                ProgramCost {
+                    name: "golens_go_gc_start".into(),
+                    kind: "uprobe",
+                    hits: 30,
+                    run_time_ns: 20_000,
+                },
+            ];
+        }
+        rounds[2].load.p99_seconds = 0.0021;
+        let result = ScenarioResult { scenario: REALISTIC, service_cpus: Some("0".into()), rounds };
+        let report = format_report(&run_info(), &[result]);
+        assert!(report.contains("## realistic: "), "{report}");
+        assert!(report.contains("CPU/request ≤ +1 %, p99 ≤ +2 %"), "{report}");
+        assert!(report.contains("`hey -z 10s -c 20 -q 100 -cpus 1`"), "{report}");
+        assert_eq!(
+            cells(&report, "| baseline "),
+            [
+                "baseline (A/A)",
+                "4 of 4 (2 ratios)",
+                "+0.0 / +0.0 / +0.0 %",
+                "+0.0 / +0.0 / +0.0 %",
+                "150.0",
+                "2.00",
+                "3.0",
+                "",
+                "0.10",
+                "0.01"
+            ],
+            "{report}"
+        );
+        assert_eq!(
+            cells(&report, "| all "),
+            [
+                "all",
+                "2 of 2 (2 ratios)",
+                "+1.0 / +2.0 / +3.0 % (!)",
+                "+0.0 / +2.5 / +5.0 % (!)",
+                "150.0 → 153.0",
+                "2.00 → 2.05",
+                "3.0 (2.9)",
+                "5.0",
+                "0.10",
+                "0.01"
+            ],
+            "{report}"
+        );
+        assert_eq!(
+            cells(&report, "| sched "),
+            [
+                "sched",
+                "1 of 2 (1 ratio)",
+                "+0.0 / +0.0 / +0.0 %",
+                "+0.0 / +0.0 / +0.0 %",
+                "150.0 → 150.0",
+                "2.00 → 2.00",
+                "3.0",
+                "—",
+                "0.10",
+                "0.01"
+            ],
+            "{report}"
+        );
+        // Programs: uprobes first, per second and per request over the two "all" rounds.
+        let uprobe = report.find("| golens_go_gc_start").unwrap();
+        assert!(uprobe < report.find("| golens_sched_switch").unwrap(), "{report}");
+        assert_eq!(
+            cells(&report, "| golens_sched_switch"),
+            ["golens_sched_switch", "tp_btf", "10000", "100", "5.00", "500"]
+        );
+        assert_eq!(
+            cells(&report, "| golens_go_gc_start"),
+            ["golens_go_gc_start", "uprobe", "3.00", "667", "0.0015", "1.00"]
+        );
+        assert_eq!(
+            cells(&report, "| total"),
+            ["total", "", "10003", "", "5.00", "501 (0.33 % of the baseline's CPU/request)"]
+        );
+        assert!(
+            report.contains(
+                "round 7 (sched, block 2): completed 1800 requests/s of 2000 (-10.0 %): excluded"
+            ),
+            "{report}"
+        );
+        assert!(report.contains("one step is 5.0 % of the baseline's p99 (2.00 ms)"), "{report}");
+        assert!(report.contains("one tick is 0.33 % of a round's CPU/request"), "{report}");
+    }
+
+    #[test]
+    fn pathological_has_no_latency_goal() {
+        let rounds = vec![
+            round(0, Config::Baseline, 20_000, 3.0),
+            round(0, Config::Goruntime, 20_000, 3.06),
+            round(0, Config::Goruntime, 20_000, 3.06),
+            round(0, Config::Baseline, 20_000, 3.0),
+        ];
+        let result = ScenarioResult { scenario: PATHOLOGICAL, service_cpus: None, rounds };
+        let report = format_report(&run_info(), &[result]);
+        assert!(report.contains("CPU/request ≤ +3 %; (!)"), "{report}");
+        let row = cells(&report, "| goruntime ");
+        assert_eq!(row[2], "+2.0 / +2.0 / +2.0 %", "{report}");
+        assert!(!report.contains("per golens program"), "no \"all\" rounds: {report}");
+    }
+
+    #[test]
+    fn small_helpers() {
+        assert_eq!(percent(1.01), "+1 %");
+        assert_eq!(percent(1.025), "+2.5 %");
+        assert_eq!(spread_cell(None, Some(1.01)), "no ratio");
+        assert_eq!(
+            describe_foreign_agents(&[(7, "golens run".into()), (8, "golens run".into())]),
+            "2 other golens process(es) ran during the bench (pid 7, 8): `golens run`. Their \
+             tracepoint programs ran for every task, the service's included, in every kind of \
+             round"
+        );
+        assert_eq!(number(None, 1), "—");
+        assert_eq!(number(Some(f64::NAN), 1), "—");
+        assert_eq!(significant(0.00123), "0.0012");
+        assert_eq!(significant(12345.6), "12346");
+        assert_eq!(significant(0.0), "0");
+    }
+}
