@@ -60,6 +60,9 @@ pub mod maps {
     pub const ZERO_PRESSURE_STATS: &str = "zero_pressure_stats";
     pub const WAIT_START: &str = "wait_start";
     pub const GC_EVENTS: &str = "gc_events";
+    /// The maps with an entry per watched process: sized by --max-processes
+    /// at load time (they are declared with GOLENS_MAX_TRACKED_DEFAULT).
+    pub const PER_PROCESS: &[&str] = &[TRACKED, SCHED_STATS, GO_STATS, PRESSURE_STATS];
     pub const ALL: &[&str] = &[
         GC_EVENTS,
         PRESSURE_STATS,

@@ -97,3 +97,37 @@ fn every_uprobe_program_has_a_dispatch_cookie() {
     assert_eq!(cookies.len(), uprobes::ALL.len(), "cookies are distinct");
     assert!(!cookies.contains(&0), "0 is what a point without a cookie reads");
 }
+
+/// A map declared with one entry per watched process must be sized by
+/// --max-processes at load time: it is in `maps::PER_PROCESS`. (One that was
+/// not capped golens at 256 processes whatever --max-processes said.)
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn every_map_with_an_entry_per_process_is_sized_by_max_processes() {
+    use aya::maps::Map;
+    let btf = Btf::from_sys_fs().expect("kernel BTF at /sys/kernel/btf/vmlinux");
+    let ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .allow_unsupported_maps()
+        .load(OBJECT)
+        .expect("object loads");
+    for name in maps::ALL {
+        let data = match ebpf.map(name).unwrap_or_else(|| panic!("map `{name}` missing")) {
+            Map::HashMap(d)
+            | Map::PerCpuHashMap(d)
+            | Map::LruHashMap(d)
+            | Map::Array(d)
+            | Map::PerCpuArray(d)
+            | Map::RingBuf(d)
+            | Map::Unsupported(d) => d,
+            other => panic!("map `{name}` of an unexpected type: {other:?}"),
+        };
+        let entries = data.info().expect("map info").max_entries();
+        if entries == golens_ebpf::bindings::GOLENS_MAX_TRACKED_DEFAULT {
+            assert!(
+                maps::PER_PROCESS.contains(name),
+                "`{name}` has an entry per process: list it in maps::PER_PROCESS"
+            );
+        }
+    }
+}

@@ -111,16 +111,17 @@ impl KernelSide {
     /// Loads the object (maps sized for `max_tracked` processes); attaches nothing yet.
     pub fn load(btf: Btf, max_tracked: u32, view: &ProcView) -> Result<KernelSide, ProbeError> {
         let pidns_translate = u32::from(!view.initial);
-        let ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .btf(Some(&btf))
             // wakeup_ts is task storage, which aya 0.14 creates but has no
             // typed wrapper for (userspace never touches it).
             .allow_unsupported_maps()
-            .override_global(golens_ebpf::PIDNS_TRANSLATE_GLOBAL, &pidns_translate, true)
-            .map_max_entries(maps::TRACKED, max_tracked)
-            .map_max_entries(maps::SCHED_STATS, max_tracked)
-            .map_max_entries(maps::GO_STATS, max_tracked)
-            .load(golens_ebpf::OBJECT)?;
+            .override_global(golens_ebpf::PIDNS_TRANSLATE_GLOBAL, &pidns_translate, true);
+        for map in maps::PER_PROCESS {
+            loader.map_max_entries(map, max_tracked);
+        }
+        let ebpf = loader.load(golens_ebpf::OBJECT)?;
         Ok(KernelSide {
             ebpf,
             btf: Some(btf),
