@@ -11,9 +11,10 @@ use crate::{
 };
 
 /// How often the host checks run: they inspect every process and read
-/// several dozen files (~90 ms here), which every 5 s would break the idle
-/// CPU budget; the settings they check rarely change.
-const CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// several dozen files (~90 ms here with a few processes, more with
+/// hundreds), which every 5 s, or even every minute at 300 processes, would
+/// break the idle CPU budget; the settings they check rarely change.
+const CHECK_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Reads host pressure every collection, the checks every CHECK_INTERVAL.
 #[derive(Default)]

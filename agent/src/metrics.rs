@@ -296,7 +296,7 @@ fn encode_host(
     }
     let mut family = encoder.encode_descriptor(
         "golens_host_check_status",
-        "golens doctor's host checks (run every minute): 0 pass, 1 warn (or could not be read), \
+        "golens doctor's host checks (run every 5 minutes): 0 pass, 1 warn (or could not be read), \
          2 fail; `golens doctor` explains each.",
         None,
         MetricType::Gauge,
