@@ -570,65 +570,6 @@ fn workload(name: &str, comm: &str) -> PathBuf {
     path
 }
 
-/// A cgroup with a CPU quota of one CPU, removed on drop (the pattern of
-/// tests/doctor.rs): cgroup v2 where its cpu controller is available to a new
-/// child, else the v1 cpu hierarchy. Never changes a parent's subtree_control.
-struct CpuLimitedCgroup {
-    dir: PathBuf,
-}
-
-impl CpuLimitedCgroup {
-    fn create() -> Result<CpuLimitedCgroup, String> {
-        let name = format!("golens-test-dashboards-{}", std::process::id());
-        let mut reasons = Vec::new();
-        for v2_root in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].map(Path::new) {
-            if !v2_root.join("cgroup.controllers").exists() {
-                continue;
-            }
-            let dir = v2_root.join(&name);
-            if let Err(error) = std::fs::create_dir(&dir) {
-                reasons.push(format!("mkdir {}: {error}", dir.display()));
-                continue;
-            }
-            let controllers =
-                std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-            if controllers.split_whitespace().any(|c| c == "cpu")
-                && std::fs::write(dir.join("cpu.max"), "100000 100000").is_ok()
-            {
-                return Ok(CpuLimitedCgroup { dir });
-            }
-            reasons.push(format!("{}: no cpu controller in cgroup v2", v2_root.display()));
-            let _ = std::fs::remove_dir(&dir);
-        }
-        let dir = Path::new("/sys/fs/cgroup/cpu").join(&name);
-        let created = std::fs::create_dir(&dir)
-            .and_then(|()| std::fs::write(dir.join("cpu.cfs_period_us"), "100000"))
-            .and_then(|()| std::fs::write(dir.join("cpu.cfs_quota_us"), "100000"));
-        match created {
-            Ok(()) => Ok(CpuLimitedCgroup { dir }),
-            Err(error) => {
-                let _ = std::fs::remove_dir(&dir);
-                reasons.push(format!("{}: {error}", dir.display()));
-                Err(reasons.join("; "))
-            }
-        }
-    }
-}
-
-impl Drop for CpuLimitedCgroup {
-    fn drop(&mut self) {
-        // Removable once empty (its killed process has left it).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while let Err(error) = std::fs::remove_dir(&self.dir) {
-            if Instant::now() > deadline {
-                eprintln!("cannot remove test cgroup {}: {error}", self.dir.display());
-                return;
-            }
-            sleep(Duration::from_millis(50));
-        }
-    }
-}
-
 /// Debian's Prometheus on loopback, scraping `target` every second and
 /// evaluating dashboards/rules.yml every second; killed and its data removed on drop.
 struct Prometheus {
@@ -731,7 +672,7 @@ fn every_dashboard_and_rule_query_runs_against_a_real_prometheus() {
     // gcburn: GC cycles and pauses for the whole test, GOMAXPROCS 4 in a
     // 1-CPU cgroup (quota, throttling, GOMAXPROCS above quota) where the host
     // allows one. demo: an HTTP service loading itself (netpoll, sockets).
-    let cgroup = CpuLimitedCgroup::create();
+    let cgroup = common::CpuLimitedCgroup::create("dashboards");
     if let Err(reason) = &cgroup {
         eprintln!("no CPU-limited cgroup ({reason}): quota panels may be empty");
     }

@@ -10,7 +10,6 @@ use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
-    time::{Duration, Instant},
 };
 
 use common::{golens, ChildGuard};
@@ -343,86 +342,10 @@ fn as_nobody_it_runs_and_names_the_processes_it_cannot_read() {
     }
 }
 
-/// A cgroup with a CPU quota of one CPU, removed on drop.
-struct CpuLimitedCgroup {
-    dir: PathBuf,
-    /// The file doctor names as the quota's source.
-    quota_file: PathBuf,
-}
-
-impl CpuLimitedCgroup {
-    /// cgroup v2 where its cpu controller is available to a new child
-    /// (pure v2 hosts), else the v1 cpu hierarchy (hybrid hosts such as this
-    /// one, where cpu is bound to v1). Never changes a parent's subtree_control.
-    fn create() -> Result<CpuLimitedCgroup, String> {
-        let name = format!("golens-test-doctor-{}", std::process::id());
-        let mut reasons = Vec::new();
-        for v2_root in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].map(Path::new) {
-            if !v2_root.join("cgroup.controllers").exists() {
-                continue;
-            }
-            let dir = v2_root.join(&name);
-            if let Err(error) = std::fs::create_dir(&dir) {
-                reasons.push(format!("mkdir {}: {error}", dir.display()));
-                continue;
-            }
-            let controllers =
-                std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-            if controllers.split_whitespace().any(|c| c == "cpu")
-                && std::fs::write(dir.join("cpu.max"), "100000 100000").is_ok()
-            {
-                let quota_file = dir.join("cpu.max");
-                return Ok(CpuLimitedCgroup { dir, quota_file });
-            }
-            reasons.push(format!("{}: no cpu controller in cgroup v2", v2_root.display()));
-            let _ = std::fs::remove_dir(&dir);
-        }
-        let v1_root = Path::new("/sys/fs/cgroup/cpu");
-        if v1_root.join("cpu.cfs_quota_us").exists() {
-            let dir = v1_root.join(&name);
-            let created = std::fs::create_dir(&dir)
-                .and_then(|()| std::fs::write(dir.join("cpu.cfs_period_us"), "100000"))
-                .and_then(|()| std::fs::write(dir.join("cpu.cfs_quota_us"), "100000"));
-            match created {
-                Ok(()) => {
-                    let quota_file = dir.join("cpu.cfs_quota_us");
-                    return Ok(CpuLimitedCgroup { dir, quota_file });
-                }
-                Err(error) => {
-                    reasons.push(format!("{}: {error}", dir.display()));
-                    let _ = std::fs::remove_dir(&dir);
-                }
-            }
-        } else {
-            reasons.push("no cgroup v1 cpu hierarchy at /sys/fs/cgroup/cpu".into());
-        }
-        Err(reasons.join("; "))
-    }
-
-    fn add(&self, pid: u32) {
-        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
-            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.dir.display()));
-    }
-}
-
-impl Drop for CpuLimitedCgroup {
-    fn drop(&mut self) {
-        // A cgroup can be removed once empty (its killed process has left it).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while let Err(error) = std::fs::remove_dir(&self.dir) {
-            if Instant::now() > deadline {
-                eprintln!("cannot remove test cgroup {}: {error}", self.dir.display());
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
 #[test]
 #[ignore = "privileged: creates a cgroup; run `cargo xtask test` as root"]
 fn gomaxprocs_above_the_cgroup_cpu_quota_warns_for_that_pid() {
-    let cgroup = match CpuLimitedCgroup::create() {
+    let cgroup = match common::CpuLimitedCgroup::create("doctor") {
         Ok(cgroup) => cgroup,
         Err(reason) => {
             eprintln!("skipped: cannot create a cgroup with a CPU quota: {reason}");
