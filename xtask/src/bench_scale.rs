@@ -30,7 +30,10 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{setup, util};
+use crate::{
+    bench::procfs::{self, Machine},
+    setup, util,
+};
 
 const USAGE: &str =
     "usage: cargo xtask bench scale [--counts 1,10,100,300] [--shapes one,many] [--idle-seconds 10]";
@@ -474,11 +477,11 @@ fn observe_ready_agent(
 
     // Idle CPU over a quiet window: nothing talks to the agent meanwhile.
     util::step(&format!("{label}: run 1: idle window of {} s", options.idle_seconds));
-    let before = read_cpu_ticks(pid);
+    let before = procfs::cpu_ticks(pid);
     let machine_before = read_machine_ticks();
     let window_started = Instant::now();
     thread::sleep(Duration::from_secs(options.idle_seconds));
-    let after = read_cpu_ticks(pid);
+    let after = procfs::cpu_ticks(pid);
     let window = window_started.elapsed();
     if let (Some(before), Some(after)) = (before, after) {
         row.idle_millicores =
@@ -810,7 +813,6 @@ const SIGTERM: i32 = 15;
 
 extern "C" {
     fn kill(pid: i32, signal: i32) -> i32;
-    fn sysconf(name: i32) -> i64;
 }
 
 fn send_signal(pid: u32, signal: i32) {
@@ -850,36 +852,6 @@ fn get(client: &ureq::Agent, url: &str) -> Result<(u16, String)> {
 
 // ---- the machine and /proc ----
 
-#[derive(Debug, PartialEq)]
-struct Machine {
-    cpus: usize,
-    kernel: String,
-    memory_kib: Option<u64>,
-    /// sysconf(_SC_CLK_TCK): the unit of utime and stime in /proc/PID/stat.
-    clock_ticks: u64,
-    /// sysconf failed and 100 was assumed.
-    clock_ticks_assumed: bool,
-}
-
-impl Machine {
-    fn read() -> Machine {
-        const SC_CLK_TCK: i32 = 2; // <unistd.h> on Linux (glibc and musl)
-                                   // SAFETY: sysconf has no preconditions.
-        let ticks = unsafe { sysconf(SC_CLK_TCK) };
-        Machine {
-            cpus: thread::available_parallelism().map_or(0, usize::from),
-            kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
-                .map_or("unknown".into(), |release| release.trim().to_owned()),
-            memory_kib: fs::read_to_string("/proc/meminfo")
-                .ok()
-                .as_deref()
-                .and_then(parse_mem_total_kib),
-            clock_ticks: u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100),
-            clock_ticks_assumed: ticks <= 0,
-        }
-    }
-}
-
 /// Clock ticks of all CPUs since boot: (busy, total), from the `cpu` line of /proc/stat.
 fn read_machine_ticks() -> Option<(u64, u64)> {
     parse_machine_ticks(&fs::read_to_string("/proc/stat").ok()?)
@@ -906,36 +878,9 @@ fn busy_fraction(before: (u64, u64), after: (u64, u64)) -> f64 {
     after.0.saturating_sub(before.0) as f64 / total as f64
 }
 
-/// utime + stime (fields 14 and 15 of /proc/PID/stat), in clock ticks.
-fn read_cpu_ticks(pid: u32) -> Option<u64> {
-    parse_stat_cpu_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
-
-/// utime + stime from a /proc/PID/stat line. The comm (field 2) may hold spaces and
-/// parentheses: fields are counted after the last ')'.
-fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
-    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
-    // The first field after the comm is field 3 (state): utime is field 14.
-    let utime: u64 = fields.nth(14 - 3)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
 /// The `VmRSS:` line of /proc/PID/status, in KiB.
 fn parse_vm_rss_kib(status: &str) -> Option<u64> {
-    kib_field(status, "VmRSS:")
-}
-
-/// The `MemTotal:` line of /proc/meminfo, in KiB.
-fn parse_mem_total_kib(meminfo: &str) -> Option<u64> {
-    kib_field(meminfo, "MemTotal:")
-}
-
-fn kib_field(text: &str, name: &str) -> Option<u64> {
-    let value = text.lines().find_map(|line| line.strip_prefix(name))?;
-    let mut words = value.split_whitespace();
-    let number = words.next()?.parse().ok()?;
-    (words.next() == Some("kB")).then_some(number)
+    procfs::parse_kib_field(status, "VmRSS:")
 }
 
 /// Thousandths of a CPU used over `window`, from a clock-tick count.
@@ -1201,9 +1146,9 @@ mod tests {
     fn reads_cpu_ticks_from_stat_even_with_odd_comms() {
         let stat = "4242 (golens (x) y) S 1 4242 4242 0 -1 4194560 1033 0 0 0 175 23 0 0 20 0 9 0 \
                     123456 1000000 2000 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
-        assert_eq!(parse_stat_cpu_ticks(stat), Some(198));
-        assert_eq!(parse_stat_cpu_ticks("4242 (golens) S 1 2"), None);
-        assert_eq!(parse_stat_cpu_ticks("no parenthesis"), None);
+        assert_eq!(procfs::parse_stat_cpu_ticks(stat), Some(198));
+        assert_eq!(procfs::parse_stat_cpu_ticks("4242 (golens) S 1 2"), None);
+        assert_eq!(procfs::parse_stat_cpu_ticks("no parenthesis"), None);
     }
 
     #[test]
@@ -1212,10 +1157,6 @@ mod tests {
         assert_eq!(parse_vm_rss_kib(status), Some(45678));
         assert_eq!(parse_vm_rss_kib("Name:\tgolens\n"), None);
         assert_eq!(parse_vm_rss_kib("VmRSS:\t12 MB\n"), None);
-        assert_eq!(
-            parse_mem_total_kib("MemTotal:       24684544 kB\nMemFree: 1 kB\n"),
-            Some(24684544)
-        );
     }
 
     #[test]
@@ -1269,6 +1210,7 @@ mod tests {
     fn machine() -> Machine {
         Machine {
             cpus: 2,
+            cpu_model: "AMD EPYC".into(),
             kernel: "6.18.44".into(),
             memory_kib: Some(24 * 1024 * 1024),
             clock_ticks: 100,

@@ -18,7 +18,7 @@ mod bpf_stats;
 mod hey;
 mod plan;
 mod processes;
-mod procfs;
+pub(crate) mod procfs;
 mod report;
 mod round;
 mod summary;

@@ -133,7 +133,12 @@ fn parse_cpu_model(cpuinfo: &str) -> Option<String> {
 
 /// The `MemTotal:` line of /proc/meminfo, in KiB.
 fn parse_mem_total_kib(meminfo: &str) -> Option<u64> {
-    let mut words = status_field(meminfo, "MemTotal:")?.split_whitespace();
+    parse_kib_field(meminfo, "MemTotal:")
+}
+
+/// A `Name:   1234 kB` line of /proc/meminfo or /proc/PID/status, in KiB.
+pub fn parse_kib_field(text: &str, name: &str) -> Option<u64> {
+    let mut words = status_field(text, name)?.split_whitespace();
     let number = words.next()?.parse().ok()?;
     (words.next() == Some("kB")).then_some(number)
 }
@@ -223,6 +228,10 @@ mod tests {
         assert_eq!(parse_cpu_model(cpuinfo).as_deref(), Some("AMD EPYC"));
         assert_eq!(parse_mem_total_kib("MemTotal:       24684084 kB\n"), Some(24684084));
         assert_eq!(parse_mem_total_kib("MemTotal: 12\n"), None);
+        assert_eq!(
+            parse_mem_total_kib("MemTotal:       24684544 kB\nMemFree: 1 kB\n"),
+            Some(24684544)
+        );
         let status = "Name:\tdemo\nCpus_allowed:\t1\nCpus_allowed_list:\t0\n\
                       voluntary_ctxt_switches:\t150\nnonvoluntary_ctxt_switches:\t545\n";
         assert_eq!(status_field(status, "Cpus_allowed_list:"), Some("0"));
