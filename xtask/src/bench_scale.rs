@@ -20,7 +20,6 @@ use std::{
     fmt::Write as _,
     fs,
     io::{BufRead, BufReader},
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, ExitStatus, Stdio},
     sync::mpsc,
@@ -643,29 +642,13 @@ impl Drop for Fleet {
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         for child in &mut self.children {
-            if wait_until(child, deadline).is_none() {
+            if util::wait_until(child, deadline).is_none() {
                 eprintln!(
                     "xtask: warning: idle process {} not reaped 60 s after SIGKILL; left behind",
                     child.id()
                 );
             }
         }
-    }
-}
-
-/// Polls `child` until it is reaped or `deadline` passes: its status, or None.
-fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            // ECHILD and the like: nothing more to wait for.
-            Err(_) => return None,
-            Ok(None) => {}
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -683,7 +666,7 @@ struct Agent {
 
 impl Agent {
     fn start(log: &Path) -> Result<Agent> {
-        let port = free_port()?;
+        let port = util::free_port()?;
         let listen = format!("127.0.0.1:{port}");
         let log_file =
             fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
@@ -739,7 +722,7 @@ impl Agent {
         };
         let signalled = Instant::now();
         send_signal(child.id(), SIGTERM);
-        if let Some(status) = wait_until(child, signalled + SIGTERM_TIMEOUT) {
+        if let Some(status) = util::wait_until(child, signalled + SIGTERM_TIMEOUT) {
             self.child = None;
             return Stop::Exited { after: signalled.elapsed(), exit: Exit::from_status(status) };
         }
@@ -755,7 +738,7 @@ impl Agent {
         };
         let signalled = Instant::now();
         let _ = child.kill();
-        if let Some(status) = wait_until(child, signalled + SIGKILL_TIMEOUT) {
+        if let Some(status) = util::wait_until(child, signalled + SIGKILL_TIMEOUT) {
             self.child = None;
             return Stop::Exited { after: signalled.elapsed(), exit: Exit::from_status(status) };
         }
@@ -772,7 +755,7 @@ impl Agent {
             child.id(),
             format_duration(SETTLE_TIMEOUT)
         ));
-        let reaped = wait_until(child, Instant::now() + SETTLE_TIMEOUT).is_some();
+        let reaped = util::wait_until(child, Instant::now() + SETTLE_TIMEOUT).is_some();
         self.settled =
             Some(if reaped { Ok(signalled.elapsed()) } else { Err(signalled.elapsed()) });
         if reaped {
@@ -799,7 +782,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let Some(child) = self.child.as_mut() else { return };
         let _ = child.kill();
-        if wait_until(child, Instant::now() + SIGKILL_TIMEOUT).is_none() {
+        if util::wait_until(child, Instant::now() + SIGKILL_TIMEOUT).is_none() {
             eprintln!(
                 "xtask: warning: golens (pid {}) not reaped {} after SIGKILL; left behind",
                 child.id(),
@@ -821,12 +804,6 @@ fn send_signal(pid: u32, signal: i32) {
     unsafe {
         kill(pid, signal);
     }
-}
-
-/// A port nobody listens on right now (the kernel's choice).
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 fn http_client() -> ureq::Agent {

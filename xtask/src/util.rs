@@ -1,8 +1,10 @@
 //! Small helpers shared by the xtask commands.
 
 use std::{
+    net::TcpListener,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
+    thread,
     time::{Duration, Instant},
 };
 
@@ -129,4 +131,26 @@ pub fn http_get(url: &str) -> Result<(u16, String)> {
     let code = response.status().as_u16();
     let body = response.body_mut().read_to_string().with_context(|| format!("reading {url}"))?;
     Ok((code, body))
+}
+
+/// Polls `child` until it is reaped or `deadline` passes: its status, or None.
+pub fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            // ECHILD and the like: nothing more to wait for.
+            Err(_) => return None,
+            Ok(None) => {}
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A loopback port nobody listens on right now (the kernel's choice).
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
+    Ok(listener.local_addr()?.port())
 }

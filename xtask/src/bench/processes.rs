@@ -4,7 +4,6 @@
 
 use std::{
     fs,
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     thread,
@@ -54,7 +53,7 @@ impl Service {
         env: &[(&str, &str)],
         cpu: Option<&str>,
     ) -> Result<Service> {
-        let listen = format!("127.0.0.1:{}", free_port()?);
+        let listen = format!("127.0.0.1:{}", util::free_port()?);
         let mut command = match cpu {
             Some(cpu) => {
                 let mut command = Command::new("taskset");
@@ -145,7 +144,7 @@ impl Agent {
     /// Starts golens (release build) watching only `service_pid`, and waits until it is ready
     /// and shows the service in /metrics (with its GC counter when `counts_gc`).
     pub fn start(service_pid: u32, probes: &str, counts_gc: bool, log: &Path) -> Result<Agent> {
-        let listen = format!("127.0.0.1:{}", free_port()?);
+        let listen = format!("127.0.0.1:{}", util::free_port()?);
         let log_file = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -242,7 +241,7 @@ impl Agent {
                 kill(pid, SIGTERM);
             }
         }
-        match wait_until(&mut child, signalled + AGENT_SIGTERM_TIMEOUT) {
+        match util::wait_until(&mut child, signalled + AGENT_SIGTERM_TIMEOUT) {
             Some(status) if status.success() => None,
             Some(status) => {
                 Some(format!("golens (pid {}) exited with {status} after SIGTERM", self.pid))
@@ -273,34 +272,13 @@ fn kill_and_reap(child: &mut Child, what: &str) {
         return;
     }
     let _ = child.kill();
-    if wait_until(child, Instant::now() + SIGKILL_TIMEOUT).is_none() {
+    if util::wait_until(child, Instant::now() + SIGKILL_TIMEOUT).is_none() {
         eprintln!(
             "xtask: warning: {what} (pid {}) not reaped {} s after SIGKILL; left behind",
             child.id(),
             SIGKILL_TIMEOUT.as_secs()
         );
     }
-}
-
-/// Polls `child` until it is reaped or `deadline` passes: its status, or None.
-fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Err(_) => return None,
-            Ok(None) => {}
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A loopback port nobody listens on right now (the kernel's choice).
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// GET with a deadline: (status, body). Non-2xx statuses are answers, not errors.
