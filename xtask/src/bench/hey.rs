@@ -72,49 +72,80 @@ pub fn describe(seconds: u32, total_rate: u32) -> String {
     format!("hey -z {seconds}s -c {WORKERS} -q {} -cpus 1", per_worker_rate(total_rate))
 }
 
-/// Runs hey against `url` for `seconds` at `total_rate` requests per second, under
-/// `taskset -c CPU` when `cpu` is given; killed if it has not exited EXIT_GRACE after its
-/// duration.
-pub fn run(url: &str, seconds: u32, total_rate: u32, cpu: Option<&str>) -> Result<LoadReport> {
-    let mut command = match cpu {
-        Some(cpu) => {
-            let mut command = Command::new("taskset");
-            command.args(["-c", cpu, "hey"]);
-            command
-        }
-        None => Command::new("hey"),
-    };
-    command
-        .args(["-z", &format!("{seconds}s"), "-c", &WORKERS.to_string()])
-        .args(["-q", &per_worker_rate(total_rate), "-cpus", "1"])
-        .args(["-t", &REQUEST_TIMEOUT_SECONDS.to_string()])
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = command.spawn().context("starting hey (Debian package hey)")?;
-    let mut hey = KilledOnDrop(child);
-    let stdout = read_in_background(hey.0.stdout.take());
-    let stderr = read_in_background(hey.0.stderr.take());
-    let deadline = Instant::now() + Duration::from_secs(u64::from(seconds)) + EXIT_GRACE;
-    let status = loop {
-        if let Some(status) = hey.0.try_wait().context("waiting for hey")? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "hey did not exit within {} s of its {seconds} s run (killed)",
-                EXIT_GRACE.as_secs()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    if !status.success() {
-        bail!("hey failed ({status}):\n{stdout}{stderr}");
+/// Runs one hey per url at the same time, each at `rate_each` requests per second, all under
+/// `taskset -c CPU` when `cpu` is given: the bench's twin services get the same load over the
+/// same seconds.
+pub fn run_together<const N: usize>(
+    urls: [&str; N],
+    seconds: u32,
+    rate_each: u32,
+    cpu: Option<&str>,
+) -> Result<[LoadReport; N]> {
+    let mut running = Vec::with_capacity(N);
+    for url in urls {
+        running.push(Running::start(url, seconds, rate_each, cpu)?);
     }
-    parse_report(&stdout).with_context(|| format!("unexpected hey output:\n{stdout}{stderr}"))
+    let reports: Vec<LoadReport> =
+        running.into_iter().map(Running::finish).collect::<Result<_>>()?;
+    reports.try_into().map_err(|_| anyhow::anyhow!("hey: not one report per url"))
+}
+
+/// A hey run that was started and not yet waited for.
+struct Running {
+    hey: KilledOnDrop,
+    seconds: u32,
+    deadline: Instant,
+    stdout: thread::JoinHandle<String>,
+    stderr: thread::JoinHandle<String>,
+}
+
+impl Running {
+    fn start(url: &str, seconds: u32, total_rate: u32, cpu: Option<&str>) -> Result<Running> {
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut command = Command::new("taskset");
+                command.args(["-c", cpu, "hey"]);
+                command
+            }
+            None => Command::new("hey"),
+        };
+        command
+            .args(["-z", &format!("{seconds}s"), "-c", &WORKERS.to_string()])
+            .args(["-q", &per_worker_rate(total_rate), "-cpus", "1"])
+            .args(["-t", &REQUEST_TIMEOUT_SECONDS.to_string()])
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = command.spawn().context("starting hey (Debian package hey)")?;
+        let mut hey = KilledOnDrop(child);
+        let stdout = read_in_background(hey.0.stdout.take());
+        let stderr = read_in_background(hey.0.stderr.take());
+        let deadline = Instant::now() + Duration::from_secs(u64::from(seconds)) + EXIT_GRACE;
+        Ok(Running { hey, seconds, deadline, stdout, stderr })
+    }
+
+    fn finish(mut self) -> Result<LoadReport> {
+        let seconds = self.seconds;
+        let status = loop {
+            if let Some(status) = self.hey.0.try_wait().context("waiting for hey")? {
+                break status;
+            }
+            if Instant::now() >= self.deadline {
+                bail!(
+                    "hey did not exit within {} s of its {seconds} s run (killed)",
+                    EXIT_GRACE.as_secs()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = self.stdout.join().unwrap_or_default();
+        let stderr = self.stderr.join().unwrap_or_default();
+        if !status.success() {
+            bail!("hey failed ({status}):\n{stdout}{stderr}");
+        }
+        parse_report(&stdout).with_context(|| format!("unexpected hey output:\n{stdout}{stderr}"))
+    }
 }
 
 /// A child that is SIGKILLed and reaped when dropped (on error paths too).

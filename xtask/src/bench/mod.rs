@@ -1,13 +1,18 @@
 //! `cargo xtask bench`: what golens costs a Go HTTP service, as the service's own CPU time per
 //! request at a fixed request rate.
 //!
-//! The service (tests/workloads/demo) is pinned to one CPU and driven by hey, pinned to the
-//! other, at a fixed rate (open loop): the work per second is the same with and without the
-//! agent, so what the agent adds shows up as CPU time the service spends per request (its
-//! utime + stime, which include the uprobe traps and the tracepoint programs run in its
-//! context), and not as a throughput that swings with the scheduler. Each agent configuration
-//! (`--probes sched`, `goruntime`, both) runs in ABBA blocks against the baseline (no agent);
-//! results are ratios with their spread, and nothing is asserted: this is a report.
+//! Two identical services (twins, tests/workloads/demo) share one CPU and are driven by two
+//! hey processes, pinned to the other CPU, at the same fixed rate (open loop): the work per
+//! second is the same with and without the agent, so what the agent adds shows up as CPU time
+//! the service spends per request (its threads' run time, which includes the uprobe traps and
+//! the tracepoint programs run in its context), and not as a throughput that swings with the
+//! scheduler. golens watches one twin; the other, under the same load on the same CPU in the
+//! same seconds, is the reference. On this shared VM the service's CPU per request drifts by
+//! tens of percent from round to round (it follows how hey's bursts meet the scheduler); the
+//! twins drift together, so their ratio is what can resolve a percent. Each agent
+//! configuration (`--probes sched`, `goruntime`, …) runs in ABBA blocks with the baseline (no
+//! agent: the A/A figure); results are ratios with their spread and a 95 % confidence
+//! interval, and nothing is asserted: this is a report.
 //!
 //! Two scenarios: "realistic" (a 64 MiB live heap: a few GC cycles per second) and
 //! "pathological" (the small heap with GOGC=5: hundreds per second, so the Go runtime uprobes
@@ -41,7 +46,15 @@ use report::{RunInfo, ScenarioResult};
 use round::RoundSetup;
 
 const USAGE: &str = "usage: cargo xtask bench [--rounds N] [--seconds S] [--rate R] \
-                     [--scenario realistic|pathological|all]";
+                     [--scenario realistic|pathological|all] [--configs LIST]
+
+  --rounds N     ABBA blocks per configuration (default 3)
+  --seconds S    length of a round (default 10)
+  --rate R       requests per second to each of the two twin services (default 1000)
+  --scenario     which service setup (default all)
+  --configs LIST comma-separated configurations to compare with no agent (default
+                 sched,goruntime,syscalls,all)
+  cargo xtask bench scale   the agent's own cost at 1 to 1000 processes (see --help there)";
 /// Unmeasured load after the service starts.
 const WARM_UP_SECONDS: u32 = 5;
 /// How long to wait for another `cargo xtask bench` on the machine to finish.
@@ -86,14 +99,19 @@ struct Options {
     /// ABBA blocks per configuration.
     rounds: u32,
     seconds: u32,
-    /// Total requests per second.
+    /// Requests per second to each twin.
     rate: u32,
     scenarios: Vec<Scenario>,
+    configs: Vec<Config>,
 }
 
 pub fn bench(args: &[String]) -> Result<()> {
     if args.first().is_some_and(|first| first == "scale") {
         return crate::bench_scale::bench_scale(&args[1..]);
+    }
+    if args.iter().any(|arg| arg == "-h" || arg == "--help") {
+        println!("{USAGE}");
+        return Ok(());
     }
     let options = parse_args(args)?;
     setup::setup()?;
@@ -112,7 +130,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     fs::write(&agent_log, "").with_context(|| format!("creating {}", agent_log.display()))?;
     let _stats = bpf_stats::BpfStatsGuard::enable()?;
 
-    let rounds_per_scenario = plan::abba(&Config::WITH_AGENT, options.rounds as usize).len();
+    let rounds_per_scenario = plan::abba(&options.configs, options.rounds as usize).len();
     let estimate = options.scenarios.len() as u64
         * (u64::from(WARM_UP_SECONDS)
             + rounds_per_scenario as u64 * (u64::from(options.seconds) + 4));
@@ -164,18 +182,22 @@ fn run_scenario(
     foreign_agents: &mut Vec<(u32, String)>,
 ) -> Result<ScenarioResult> {
     let name = scenario.name;
-    util::step(&format!("{name}: starting {}", scenario.description));
-    let mut service =
-        Service::start(binary, scenario.service_args, scenario.env, pinning.service_cpu)?;
+    util::step(&format!("{name}: starting two twins of {}", scenario.description));
+    let start = || Service::start(binary, scenario.service_args, scenario.env, pinning.service_cpu);
+    let mut twins = [start()?, start()?];
     let warm_up = WARM_UP_SECONDS.min(options.seconds);
     util::step(&format!(
-        "{name}: warm-up, {warm_up} s at {} requests/s (not counted)",
+        "{name}: warm-up, {warm_up} s at {} requests/s to each twin (not counted)",
         options.rate
     ));
-    let load = round::warm_up(&mut service, setup, warm_up)?;
-    util::step(&format!("{name}:   {:.0} requests/s completed", load.achieved_rate()));
+    let loads = round::warm_up(&mut twins, setup, warm_up)?;
+    util::step(&format!(
+        "{name}:   {:.0} and {:.0} requests/s completed",
+        loads[0].achieved_rate(),
+        loads[1].achieved_rate()
+    ));
 
-    let plan = plan::abba(&Config::WITH_AGENT, options.rounds as usize);
+    let plan = plan::abba(&options.configs, options.rounds as usize);
     let mut rounds = Vec::with_capacity(plan.len());
     for (index, &planned) in plan.iter().enumerate() {
         for pid in procfs::processes_named("golens") {
@@ -194,15 +216,16 @@ fn run_scenario(
             index + 1,
             plan.len(),
             planned.block + 1,
-            config
-                .probes()
-                .map_or("no agent (baseline)".into(), |p| format!("golens --probes {p}"))
+            config.probes().map_or("no agent (baseline)".into(), |p| format!(
+                "golens --probes {p} watching twin {}",
+                planned.watched + 1
+            ))
         ));
-        let result = round::measure(&mut service, planned, setup)?;
+        let result = round::measure(&mut twins, planned, setup)?;
         util::step(&format!("{name}:   {}", describe_round(&result)));
         rounds.push(result);
     }
-    Ok(ScenarioResult { scenario, service_cpus: service.allowed_cpus.clone(), rounds })
+    Ok(ScenarioResult { scenario, service_cpus: twins[0].allowed_cpus.clone(), rounds })
 }
 
 /// One progress line about a measured round.
@@ -219,18 +242,21 @@ fn describe_round(round: &round::RoundResult) -> String {
     let switches = round
         .involuntary_switches_per_request()
         .map_or(String::new(), |n| format!(", {n:.2} involuntary switches/request"));
+    let ratio = round.twin_cpu_ratio().map_or(String::new(), |ratio| {
+        format!(" ({:+.2} % against the other twin)", (ratio - 1.0) * 100.0)
+    });
     format!(
-        "{:.0} requests/s{missed}, {:.2} µs CPU/request, p50/p90/p99 {:.1}/{:.1}/{:.1} ms, \
-         {gc}{golens_gc}{agent}{other}{switches}",
+        "{:.0} requests/s{missed}, {:.2} µs CPU/request{ratio}, p50/p90/p99 {:.1}/{:.1}/{:.1} \
+         ms, {gc}{golens_gc}{agent}{other}{switches}",
         round.achieved_rate(),
         round.cpu_us_per_request(),
-        round.load.p50_seconds * 1e3,
-        round.load.p90_seconds * 1e3,
+        round.load().p50_seconds * 1e3,
+        round.load().p90_seconds * 1e3,
         round.p99_ms(),
     )
 }
 
-/// Where the service and hey run.
+/// Where the twins and hey run.
 struct Pinning {
     service_cpu: Option<&'static str>,
     hey_cpu: Option<&'static str>,
@@ -305,8 +331,13 @@ fn wait_for_other_benchmarks() -> Result<()> {
 }
 
 fn parse_args(args: &[String]) -> Result<Options> {
-    let mut options =
-        Options { rounds: 3, seconds: 10, rate: 2000, scenarios: vec![REALISTIC, PATHOLOGICAL] };
+    let mut options = Options {
+        rounds: 3,
+        seconds: 10,
+        rate: 1000,
+        scenarios: vec![REALISTIC, PATHOLOGICAL],
+        configs: Config::WITH_AGENT.to_vec(),
+    };
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
         let value = iter.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
@@ -324,6 +355,21 @@ fn parse_args(args: &[String]) -> Result<Options> {
                     "all" => vec![REALISTIC, PATHOLOGICAL],
                     other => bail!("unknown scenario `{other}`\n{USAGE}"),
                 };
+            }
+            "--configs" => {
+                options.configs = value
+                    .split(',')
+                    .map(|name| {
+                        Config::WITH_AGENT.into_iter().find(|c| c.name() == name).with_context(
+                            || {
+                                format!(
+                                    "unknown configuration `{name}` (one of: {})\n{USAGE}",
+                                    Config::WITH_AGENT.map(Config::name).join(", ")
+                                )
+                            },
+                        )
+                    })
+                    .collect::<Result<_>>()?;
             }
             _ => bail!("unknown option `{flag}`\n{USAGE}"),
         }
@@ -345,8 +391,14 @@ mod tests {
     #[test]
     fn parses_bench_arguments() {
         let all = parse_args(&[]).unwrap();
-        assert_eq!((all.rounds, all.seconds, all.rate), (3, 10, 2000));
+        assert_eq!((all.rounds, all.seconds, all.rate), (3, 10, 1000));
         assert_eq!(all.scenarios, vec![REALISTIC, PATHOLOGICAL]);
+        assert_eq!(all.configs, Config::WITH_AGENT);
+        assert_eq!(
+            parse_args(&args(&["--configs", "all,sched"])).unwrap().configs,
+            [Config::All, Config::Sched]
+        );
+        assert!(parse_args(&args(&["--configs", "all,bogus"])).is_err());
         let one = parse_args(&args(&[
             "--scenario",
             "pathological",
@@ -360,7 +412,13 @@ mod tests {
         .unwrap();
         assert_eq!(
             one,
-            Options { rounds: 2, seconds: 5, rate: 1500, scenarios: vec![PATHOLOGICAL] }
+            Options {
+                rounds: 2,
+                seconds: 5,
+                rate: 1500,
+                scenarios: vec![PATHOLOGICAL],
+                configs: Config::WITH_AGENT.to_vec()
+            }
         );
         assert_eq!(
             parse_args(&args(&["--scenario", "realistic"])).unwrap().scenarios,

@@ -1,10 +1,15 @@
 //! Which agent configurations are measured, and in which order.
 //!
-//! Every configuration is compared with the baseline (no agent) in ABBA blocks: baseline, X,
-//! X, baseline. A drift of the machine that is linear over a block hits both sides alike, and
-//! each X round is compared with the mean of the two baseline rounds around it. Blocks of the
-//! different configurations are interleaved (block 1 of each, then block 2 of each, …), so a
-//! slower stretch of the run does not land on one configuration only.
+//! Two identical services (twins) run side by side under the same load in every round; golens
+//! watches one of them. The figure of a round is the watched twin's CPU per request divided by
+//! the other's: whatever slows the machine down in that round hits both. The two X rounds of a
+//! block watch one twin each, so a difference between the twins themselves cancels out of the
+//! block's figure (the geometric mean of its two ratios).
+//!
+//! Every configuration runs in ABBA blocks: baseline (no agent), X, X, baseline. The baseline
+//! rounds give the same figure with no agent at all (an A/A test: what no difference looks
+//! like). Blocks of the different configurations are interleaved (block 1 of each, then block
+//! 2 of each, …), so a slower stretch of the run does not land on one configuration only.
 
 /// What runs next to the service during a round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -53,23 +58,37 @@ impl Config {
     }
 }
 
-/// One round of the plan. `block` numbers the ABBA blocks of the whole plan: the two baseline
-/// rounds of a block are the ones its two X rounds are compared with.
+/// How many services run side by side in a round.
+pub const TWINS: usize = 2;
+
+/// One round of the plan. `block` numbers the ABBA blocks of the whole plan; `watched` is the
+/// twin golens watches (for a baseline round, the twin whose CPU is the numerator of its
+/// figure).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlannedRound {
     pub block: usize,
     pub config: Config,
+    pub watched: usize,
 }
 
 /// `blocks` ABBA blocks for each of `configs`, interleaved: for every block number, for every
-/// configuration X in order: baseline, X, X, baseline.
+/// configuration X in order: baseline, X, X, baseline. Within a block the first baseline and
+/// X rounds watch one twin and the second ones the other; which twin comes first alternates
+/// from block to block.
 pub fn abba(configs: &[Config], blocks: usize) -> Vec<PlannedRound> {
     let mut plan = Vec::with_capacity(blocks * configs.len() * 4);
     for repetition in 0..blocks {
         for (index, &config) in configs.iter().enumerate() {
             let block = repetition * configs.len() + index;
-            for config in [Config::Baseline, config, config, Config::Baseline] {
-                plan.push(PlannedRound { block, config });
+            let first = block % TWINS;
+            let second = (first + 1) % TWINS;
+            for (config, watched) in [
+                (Config::Baseline, first),
+                (config, first),
+                (config, second),
+                (Config::Baseline, second),
+            ] {
+                plan.push(PlannedRound { block, config, watched });
             }
         }
     }
@@ -83,26 +102,27 @@ mod tests {
     #[test]
     fn abba_blocks_are_interleaved_across_configurations() {
         let plan = abba(&[Config::Sched, Config::All], 2);
-        let shown: Vec<(usize, &str)> = plan.iter().map(|r| (r.block, r.config.name())).collect();
+        let shown: Vec<(usize, &str, usize)> =
+            plan.iter().map(|r| (r.block, r.config.name(), r.watched)).collect();
         assert_eq!(
             shown,
             [
-                (0, "baseline"),
-                (0, "sched"),
-                (0, "sched"),
-                (0, "baseline"),
-                (1, "baseline"),
-                (1, "all"),
-                (1, "all"),
-                (1, "baseline"),
-                (2, "baseline"),
-                (2, "sched"),
-                (2, "sched"),
-                (2, "baseline"),
-                (3, "baseline"),
-                (3, "all"),
-                (3, "all"),
-                (3, "baseline"),
+                (0, "baseline", 0),
+                (0, "sched", 0),
+                (0, "sched", 1),
+                (0, "baseline", 1),
+                (1, "baseline", 1),
+                (1, "all", 1),
+                (1, "all", 0),
+                (1, "baseline", 0),
+                (2, "baseline", 0),
+                (2, "sched", 0),
+                (2, "sched", 1),
+                (2, "baseline", 1),
+                (3, "baseline", 1),
+                (3, "all", 1),
+                (3, "all", 0),
+                (3, "baseline", 0),
             ]
         );
         assert!(abba(&Config::WITH_AGENT, 0).is_empty());

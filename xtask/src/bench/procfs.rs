@@ -64,6 +64,44 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// CPU time of process `pid` in nanoseconds, and how many threads it has: the sum of the
+/// scheduler's run time (the first field of /proc/PID/task/TID/schedstat) over its live
+/// threads. Unlike utime + stime, which move in clock ticks (10 ms at CLK_TCK 100, 0.3 % of a
+/// bench round's CPU), this is exact; a thread that exits in between takes its time with it,
+/// so callers compare the thread lists of the two readings.
+pub fn cpu_ns(pid: u32) -> Option<ThreadCpu> {
+    let mut cpu = ThreadCpu::default();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(schedstat) = fs::read_to_string(task.path().join("schedstat")) else { continue };
+        cpu.ns += parse_schedstat_run_ns(&schedstat)?;
+        cpu.tids.push(task.file_name().to_str()?.parse().ok()?);
+    }
+    cpu.tids.sort_unstable();
+    (!cpu.tids.is_empty()).then_some(cpu)
+}
+
+/// What `cpu_ns` read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ThreadCpu {
+    pub ns: u64,
+    /// The live threads, sorted.
+    pub tids: Vec<u32>,
+}
+
+impl ThreadCpu {
+    /// CPU seconds from `self` to `later`, or None when a thread read here had exited by then
+    /// (its run time would be missing from the difference).
+    pub fn seconds_until(&self, later: &ThreadCpu) -> Option<f64> {
+        let kept = self.tids.iter().all(|tid| later.tids.binary_search(tid).is_ok());
+        (kept && later.ns >= self.ns).then(|| (later.ns - self.ns) as f64 / 1e9)
+    }
+}
+
+/// "494328 1813213 3" (run ns, run-queue wait ns, timeslices) → 494328.
+fn parse_schedstat_run_ns(schedstat: &str) -> Option<u64> {
+    schedstat.split_whitespace().next()?.parse().ok()
+}
+
 /// CPU time of every process but `excluded`, in clock ticks: utime + stime + cutime +
 /// cstime of each. Between two calls, the difference is the CPU time every other process used
 /// (exactly, as utime + stime add up to the scheduler's own runtime): a process that exits and
@@ -206,6 +244,19 @@ fn matching_others(processes: &[(u32, String)], ours: &[u32], needle: &str) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_cpu_time_is_exact_and_refuses_lost_threads() {
+        assert_eq!(parse_schedstat_run_ns("494328 1813213 3\n"), Some(494_328));
+        assert_eq!(parse_schedstat_run_ns(""), None);
+        let before = ThreadCpu { ns: 1_000_000_000, tids: vec![10, 11, 12] };
+        let grown = ThreadCpu { ns: 3_500_000_000, tids: vec![10, 11, 12, 13] };
+        assert_eq!(before.seconds_until(&grown), Some(2.5));
+        let lost = ThreadCpu { ns: 3_500_000_000, tids: vec![10, 12, 13] };
+        assert_eq!(before.seconds_until(&lost), None);
+        let mine = cpu_ns(std::process::id()).unwrap();
+        assert!(mine.ns > 0 && mine.tids.contains(&std::process::id()), "{mine:?}");
+    }
 
     const STAT: &str = "4242 (my (odd) comm) S 4200 4242 4200 0 -1 4194560 1234 0 0 0 \
                         731 402 0 0 20 0 7 0 123456 1000000 2000 18446744073709551615";

@@ -1,5 +1,5 @@
-//! From rounds to figures: ratios against the baseline of the same ABBA block, and their
-//! spread.
+//! From rounds to figures: per ABBA block, the watched twin against the other twin; over the
+//! blocks, their spread and a confidence interval.
 
 use super::{plan::Config, round::RoundResult};
 
@@ -34,56 +34,76 @@ fn median_of_sorted(sorted: &[f64]) -> Option<f64> {
     }
 }
 
-/// For every valid round of `config`: its `value` divided by the mean `value` of the valid
-/// baseline rounds of its own ABBA block. A block whose baseline rounds are all invalid gives
-/// no ratio.
-pub fn ratios_to_block_baseline(
+/// The figures of `config`'s blocks: in every block, the geometric mean of `ratio` over the
+/// block's two rounds of `config` (for the baseline, its two baseline rounds), when both are
+/// valid and watched different twins. `ratio` is a watched-twin / other-twin ratio, so a
+/// difference between the twins themselves cancels: (w·d)·(w/d) = w².
+pub fn block_figures(
     rounds: &[RoundResult],
     config: Config,
-    value: impl Fn(&RoundResult) -> f64,
+    ratio: impl Fn(&RoundResult) -> Option<f64>,
 ) -> Vec<f64> {
-    rounds
-        .iter()
-        .filter(|round| round.config == config && round.valid())
-        .filter_map(|round| {
-            let baseline = mean(
-                rounds
-                    .iter()
-                    .filter(|b| b.block == round.block && b.config == Config::Baseline)
-                    .filter(|b| b.valid())
-                    .map(&value),
-            )?;
-            (baseline > 0.0).then(|| value(round) / baseline)
-        })
-        .collect()
-}
-
-/// The A/A comparison of the baseline with itself: for every block whose two baseline rounds
-/// are both valid, the second one's `value` divided by the first one's. Its spread is what
-/// "no difference" looks like on this machine.
-pub fn baseline_self_ratios(
-    rounds: &[RoundResult],
-    value: impl Fn(&RoundResult) -> f64,
-) -> Vec<f64> {
-    let mut blocks: Vec<usize> = rounds.iter().map(|r| r.block).collect();
+    let mut blocks: Vec<usize> =
+        rounds.iter().filter(|r| r.config == config).map(|r| r.block).collect();
     blocks.dedup();
     blocks
         .into_iter()
         .filter_map(|block| {
-            let baselines: Vec<&RoundResult> = rounds
-                .iter()
-                .filter(|r| r.block == block && r.config == Config::Baseline)
-                .collect();
-            let [first, second] = baselines[..] else { return None };
-            let valid = first.valid() && second.valid() && value(first) > 0.0;
-            valid.then(|| value(second) / value(first))
+            let pair: Vec<&RoundResult> =
+                rounds.iter().filter(|r| r.block == block && r.config == config).collect();
+            let [first, second] = pair[..] else { return None };
+            if !first.valid() || !second.valid() || first.watched == second.watched {
+                return None;
+            }
+            let product = ratio(first)? * ratio(second)?;
+            (product > 0.0).then(|| product.sqrt())
         })
         .collect()
 }
 
-fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let (sum, count) = values.fold((0.0, 0usize), |(sum, count), v| (sum + v, count + 1));
-    (count > 0).then(|| sum / count as f64)
+/// A ratio estimated from several block figures: their geometric mean and its 95 % confidence
+/// interval (Student's t on the logarithms).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Estimate {
+    pub mean: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+impl Estimate {
+    /// Half the interval's width, as a fraction (0.01 = ±1 %).
+    pub fn half_width(&self) -> f64 {
+        (self.high - self.low) / 2.0
+    }
+}
+
+/// The estimate from `figures` (ratios > 0); None with fewer than two.
+pub fn estimate(figures: &[f64]) -> Option<Estimate> {
+    let logs: Vec<f64> = figures.iter().filter(|f| **f > 0.0).map(|f| f.ln()).collect();
+    let n = logs.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = logs.iter().sum::<f64>() / n as f64;
+    let variance = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let half = t_95(n - 1) * (variance / n as f64).sqrt();
+    Some(Estimate { mean: mean.exp(), low: (mean - half).exp(), high: (mean + half).exp() })
+}
+
+/// The two-sided 95 % quantile of Student's t with `df` degrees of freedom.
+fn t_95(df: usize) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::INFINITY,
+        1..=30 => TABLE[df - 1],
+        31..=60 => 2.021,
+        61..=120 => 2.000,
+        _ => 1.960,
+    }
 }
 
 /// One line of a scenario's table.
@@ -92,13 +112,15 @@ pub struct ConfigSummary {
     pub config: Config,
     pub rounds: usize,
     pub valid_rounds: usize,
-    /// How many ratios the spreads are made of.
-    pub ratios: usize,
-    /// Service CPU per request, as a ratio to the block's baseline; for the baseline itself,
-    /// the A/A ratios of `baseline_self_ratios`.
+    /// How many block figures the spreads and estimates are made of.
+    pub blocks: usize,
+    /// Watched twin's CPU per request over the other twin's, per block; for the baseline
+    /// (no agent) the same figure, an A/A test.
     pub cpu_ratio: Option<Spread>,
+    pub cpu_estimate: Option<Estimate>,
+    /// The same for p99 latency.
     pub p99_ratio: Option<Spread>,
-    /// Medians over the valid rounds of this configuration.
+    /// Medians over the valid rounds of this configuration, of the watched twin.
     pub cpu_us_per_request: Option<f64>,
     pub p99_ms: Option<f64>,
     pub service_gc_per_second: Option<f64>,
@@ -106,37 +128,23 @@ pub struct ConfigSummary {
     pub agent_cpu_us_per_request: Option<f64>,
     /// CPUs the rest of the machine used during the load.
     pub other_cpus: Option<f64>,
-    /// Involuntary context switches of the service per request.
+    /// Involuntary context switches of the watched twin per request.
     pub involuntary_switches_per_request: Option<f64>,
-    /// Medians over the valid baseline rounds of this configuration's blocks.
-    pub baseline_cpu_us_per_request: Option<f64>,
-    pub baseline_p99_ms: Option<f64>,
 }
 
 /// The summary of `config` over `rounds` (every round of one scenario).
 pub fn summarize(rounds: &[RoundResult], config: Config) -> ConfigSummary {
     let own: Vec<&RoundResult> = rounds.iter().filter(|r| r.config == config).collect();
     let valid: Vec<&RoundResult> = own.iter().copied().filter(|r| r.valid()).collect();
-    let blocks: Vec<usize> = own.iter().map(|r| r.block).collect();
-    let baselines: Vec<&RoundResult> = rounds
-        .iter()
-        .filter(|r| r.config == Config::Baseline && r.valid() && blocks.contains(&r.block))
-        .collect();
-    let ratios = |value: fn(&RoundResult) -> f64| {
-        if config == Config::Baseline {
-            baseline_self_ratios(rounds, value)
-        } else {
-            ratios_to_block_baseline(rounds, config, value)
-        }
-    };
-    let cpu_ratios = ratios(RoundResult::cpu_us_per_request);
+    let cpu_figures = block_figures(rounds, config, RoundResult::twin_cpu_ratio);
     ConfigSummary {
         config,
         rounds: own.len(),
         valid_rounds: valid.len(),
-        ratios: cpu_ratios.len(),
-        cpu_ratio: spread(&cpu_ratios),
-        p99_ratio: spread(&ratios(RoundResult::p99_ms)),
+        blocks: cpu_figures.len(),
+        cpu_ratio: spread(&cpu_figures),
+        cpu_estimate: estimate(&cpu_figures),
+        p99_ratio: spread(&block_figures(rounds, config, RoundResult::twin_p99_ratio)),
         cpu_us_per_request: median(valid.iter().map(|r| r.cpu_us_per_request())),
         p99_ms: median(valid.iter().map(|r| r.p99_ms())),
         service_gc_per_second: median(valid.iter().filter_map(|r| r.service_gc_per_second())),
@@ -146,8 +154,6 @@ pub fn summarize(rounds: &[RoundResult], config: Config) -> ConfigSummary {
         involuntary_switches_per_request: median(
             valid.iter().filter_map(|r| r.involuntary_switches_per_request()),
         ),
-        baseline_cpu_us_per_request: median(baselines.iter().map(|r| r.cpu_us_per_request())),
-        baseline_p99_ms: median(baselines.iter().map(|r| r.p99_ms())),
     }
 }
 
@@ -169,50 +175,56 @@ mod tests {
     }
 
     #[test]
-    fn each_round_is_compared_with_the_baseline_of_its_own_block() {
+    fn a_block_figure_cancels_the_difference_between_the_twins() {
+        // Twin 0 is 10 % dearer than twin 1 by itself; the agent adds 2 % to the watched one.
         let rounds = [
-            // Block 0: baseline 100 and 102 µs/request (mean 101), sched 101 and 103.02.
-            round(0, Config::Baseline, 20_000, 2.0),
-            round(0, Config::Sched, 20_000, 2.02),
-            round(0, Config::Sched, 20_000, 2.0604),
-            round(0, Config::Baseline, 20_000, 2.04),
-            // Block 1, another configuration: not mixed in.
-            round(1, Config::Baseline, 20_000, 1.0),
-            round(1, Config::All, 20_000, 1.1),
-            round(1, Config::All, 19_000, 1.1),
-            round(1, Config::Baseline, 20_000, 1.0),
-            // Block 2: one baseline round missed the rate; the other one is the reference.
-            round(2, Config::Baseline, 19_000, 3.0),
-            round(2, Config::Sched, 20_000, 3.03),
-            round(2, Config::Sched, 20_000, 3.0),
-            round(2, Config::Baseline, 20_000, 3.0),
+            // Block 0: no agent, then sched watching twin 0, then twin 1.
+            round(0, Config::Baseline, 0, 20_000, 1.1, 1.0),
+            round(0, Config::Sched, 0, 20_000, 1.1 * 1.02, 1.0),
+            round(0, Config::Sched, 1, 20_000, 1.02, 1.1),
+            round(0, Config::Baseline, 1, 20_000, 1.0, 1.1),
+            // Block 1: one "all" round missed its rate: no figure.
+            round(1, Config::Baseline, 1, 20_000, 1.0, 1.1),
+            round(1, Config::All, 1, 20_000, 1.0, 1.1),
+            round(1, Config::All, 0, 19_000, 1.1, 1.0),
+            round(1, Config::Baseline, 0, 20_000, 1.1, 1.0),
+            // Block 2: sched again, +4 %.
+            round(2, Config::Baseline, 0, 20_000, 1.1, 1.0),
+            round(2, Config::Sched, 0, 20_000, 1.1 * 1.04, 1.0),
+            round(2, Config::Sched, 1, 20_000, 1.04, 1.1),
+            round(2, Config::Baseline, 1, 20_000, 1.0, 1.1),
         ];
-        let ratios = ratios_to_block_baseline(&rounds, Config::Sched, |r| r.cpu_us_per_request());
-        let expected = [1.0, 1.02, 1.01, 1.0];
-        assert_eq!(ratios.len(), expected.len());
-        for (ratio, expected) in ratios.iter().zip(expected) {
-            assert!((ratio - expected).abs() < 1e-9, "{ratios:?}");
-        }
-        let all = ratios_to_block_baseline(&rounds, Config::All, |r| r.cpu_us_per_request());
-        assert_eq!(all.len(), 1, "the round that missed the rate is left out");
-        assert!((all[0] - 1.1).abs() < 1e-9);
+        let sched = block_figures(&rounds, Config::Sched, RoundResult::twin_cpu_ratio);
+        assert_eq!(sched.len(), 2);
+        assert!((sched[0] - 1.02).abs() < 1e-9 && (sched[1] - 1.04).abs() < 1e-9, "{sched:?}");
+        assert!(block_figures(&rounds, Config::All, RoundResult::twin_cpu_ratio).is_empty());
+        let aa = block_figures(&rounds, Config::Baseline, RoundResult::twin_cpu_ratio);
+        assert_eq!(aa.len(), 3);
+        assert!(aa.iter().all(|f| (f - 1.0).abs() < 1e-9), "{aa:?}");
 
-        let sched = summarize(&rounds, Config::Sched);
-        assert_eq!((sched.rounds, sched.valid_rounds), (4, 4));
-        let cpu = sched.cpu_ratio.unwrap();
-        assert!((cpu.min - 1.0).abs() < 1e-9 && (cpu.max - 1.02).abs() < 1e-9);
-        assert!((cpu.median - 1.005).abs() < 1e-9);
-        assert_eq!(sched.p99_ratio, Some(Spread { min: 1.0, median: 1.0, max: 1.0 }));
-        // Baseline rounds of blocks 0 and 2 that made the rate: 100, 102, 150 µs.
-        assert!((sched.baseline_cpu_us_per_request.unwrap() - 102.0).abs() < 1e-9);
-        assert_eq!(sched.service_gc_per_second, Some(3.0));
+        let summary = summarize(&rounds, Config::Sched);
+        assert_eq!((summary.rounds, summary.valid_rounds, summary.blocks), (4, 4, 2));
+        let cpu = summary.cpu_ratio.unwrap();
+        assert!((cpu.median - 1.03).abs() < 1e-9);
+        let estimate = summary.cpu_estimate.unwrap();
+        assert!((estimate.mean - (1.02f64 * 1.04).sqrt()).abs() < 1e-9);
+        assert!(estimate.low < 1.02 && estimate.high > 1.04, "{estimate:?}");
+        assert_eq!(summary.p99_ratio, Some(Spread { min: 1.0, median: 1.0, max: 1.0 }));
+        assert_eq!(summarize(&rounds, Config::All).blocks, 0);
+    }
 
-        assert_eq!(sched.ratios, 4);
-        let baseline = summarize(&rounds, Config::Baseline);
-        assert_eq!((baseline.rounds, baseline.valid_rounds), (6, 5));
-        // A/A: blocks 0 (102 / 100) and 1 (100 / 100); block 2 lost a baseline round.
-        assert_eq!(baseline.ratios, 2);
-        let aa = baseline.cpu_ratio.unwrap();
-        assert!((aa.min - 1.0).abs() < 1e-9 && (aa.max - 1.02).abs() < 1e-9, "{aa:?}");
+    #[test]
+    fn the_confidence_interval_narrows_with_more_blocks() {
+        assert_eq!(estimate(&[1.01]), None);
+        let two = estimate(&[1.00, 1.02]).unwrap();
+        // Two figures: t = 12.7, so the interval is wide.
+        assert!(two.half_width() > 0.1, "{two:?}");
+        let many: Vec<f64> = (0..16).map(|i| if i % 2 == 0 { 1.00 } else { 1.02 }).collect();
+        let sixteen = estimate(&many).unwrap();
+        assert!(sixteen.low > 1.004 && sixteen.high < 1.016, "{sixteen:?}");
+        assert!((sixteen.mean - (1.02f64).sqrt()).abs() < 1e-9);
+        assert_eq!(t_95(0), f64::INFINITY);
+        assert_eq!(t_95(1), 12.706);
+        assert_eq!(t_95(1000), 1.96);
     }
 }
