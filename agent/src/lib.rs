@@ -28,3 +28,4 @@ pub mod snapshot;
 pub mod trace;
 pub mod tracker;
 pub mod tui;
+pub mod verdict;

@@ -75,5 +75,6 @@ pub fn read_process(reader: &ProcessReader, pid: u32, binary: &BinaryInfo) -> Li
         cpu_quota_cores: read.cpu_quota_cores,
         gomaxprocs: read.gomaxprocs,
         gomaxprocs_source: read.gomaxprocs_source.map(|s| s.as_str().to_string()),
+        cpu_seconds: crate::pressure::cpu_seconds(pid),
     }
 }

@@ -122,6 +122,10 @@ pub struct LimitsSnapshot {
     pub gomaxprocs: Option<u32>,
     /// Where `gomaxprocs` comes from: env, go_default_cpus, go_default_cgroup, ...
     pub gomaxprocs_source: Option<String>,
+    /// CPU time the process has used (utime + stime), seconds: what the verdict's "waiting
+    /// for CPU" share compares run-queue time with.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
 }
 
 /// The host against its limits, and golens doctor's checks.

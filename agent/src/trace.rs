@@ -22,6 +22,7 @@ use crate::{
     discovery::{pidns::ProcView, procfs, TargetFilter},
     goruntime::STW_REASON_NAMES,
     pressure, run,
+    verdict::{Shares, TimeSpent},
 };
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -227,20 +228,17 @@ impl Timeline {
             (!pauses.is_empty()).then(|| pauses[((pauses.len() - 1) as f64 * q).round() as usize])
         };
         let worst = self.pauses.iter().max_by(|a, b| a.pause_us.total_cmp(&b.pause_us)).cloned();
-        // (+ 0.0: an empty float sum is -0.0.)
-        let stopped = self.pauses.iter().map(|p| p.pause_us).sum::<f64>() / 1e6 / wall + 0.0;
-        let waiting = match (before.runqueue_ns, after.runqueue_ns, before.cpu_s, after.cpu_s) {
-            (Some(rb), Some(ra), Some(cb), Some(ca)) => {
-                let waited = ra.saturating_sub(rb) as f64 / 1e9;
-                let ran = (ca - cb).max(0.0);
-                (waited + ran > 0.0).then(|| waited / (waited + ran))
-            }
-            _ => None,
-        };
-        let throttled = match (before.throttled_s, after.throttled_s, after.has_quota) {
-            (Some(b), Some(a), true) => Some((a - b).max(0.0) / wall),
-            (_, _, false) => Some(0.0),
-            _ => None,
+        let difference = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
+        let spent = TimeSpent {
+            wall,
+            stopped: Some(self.pauses.iter().map(|p| p.pause_us).sum::<f64>() / 1e6),
+            waited: difference(
+                before.runqueue_ns.map(|ns| ns as f64 / 1e9),
+                after.runqueue_ns.map(|ns| ns as f64 / 1e9),
+            ),
+            ran: difference(before.cpu_s, after.cpu_s),
+            // Without a quota the counter stays put: 0.
+            throttled: difference(before.throttled_s, after.throttled_s),
         };
         Summary {
             wall,
@@ -249,7 +247,7 @@ impl Timeline {
             p50_us: quantile(0.5),
             p99_us: quantile(0.99),
             worst,
-            shares: Shares { stopped: Some(stopped), waiting, throttled },
+            shares: Shares::of(&spent),
         }
     }
 }
@@ -288,7 +286,6 @@ struct Sample {
     /// CPU time the process used (utime + stime).
     cpu_s: Option<f64>,
     throttled_s: Option<f64>,
-    has_quota: bool,
 }
 
 impl Sample {
@@ -302,63 +299,9 @@ impl Sample {
         let limits = pressure::read_process(pid, Some(version));
         Sample {
             runqueue_ns,
-            cpu_s: cpu_seconds(pid),
+            cpu_s: pressure::cpu_seconds(pid),
             throttled_s: limits.cpu_throttled_seconds,
-            has_quota: limits.cpu_quota_cores.is_some(),
         }
-    }
-}
-
-/// utime + stime of a process (fields 14 and 15 of /proc/PID/stat).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (per_second > 0).then(|| ticks as f64 / per_second as f64)
-}
-
-/// Shares of the wall time (see the README's definitions).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Shares {
-    /// Stopped by the runtime: the pauses' total over the wall time.
-    stopped: Option<f64>,
-    /// Runnable but waiting for a CPU: of the time its threads wanted a
-    /// CPU (waiting plus running), the part they waited.
-    waiting: Option<f64>,
-    /// Throttled by its cgroup's CPU quota: throttled time over wall time.
-    throttled: Option<f64>,
-}
-
-impl Shares {
-    /// The ranked verdict, e.g. "stopped 0.8 % (GC), waiting for CPU 6.1 %,
-    /// throttled 0 %: the scheduler, not GC".
-    fn verdict(&self) -> String {
-        let pct =
-            |share: Option<f64>| share.map_or("–".to_string(), |s| format!("{:.1} %", s * 100.0));
-        let mut ranked: Vec<(&str, f64)> = [
-            ("GC pauses", self.stopped),
-            ("the scheduler (waiting for a CPU)", self.waiting),
-            ("CPU throttling by the cgroup quota", self.throttled),
-        ]
-        .into_iter()
-        .filter_map(|(name, share)| share.map(|s| (name, s)))
-        .collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let conclusion = match ranked.first() {
-            Some((_, share)) if *share < 0.01 => {
-                "nothing stands out (every share under 1 %)".to_string()
-            }
-            Some((name, _)) => format!("mostly {name}"),
-            None => "nothing could be measured".to_string(),
-        };
-        format!(
-            "stopped {} (GC), waiting for CPU {}, throttled {}: {conclusion}",
-            pct(self.stopped),
-            pct(self.waiting),
-            pct(self.throttled)
-        )
     }
 }
 
@@ -453,20 +396,6 @@ mod tests {
     }
 
     #[test]
-    fn verdict_ranks_the_largest_share() {
-        let scheduler = Shares { stopped: Some(0.008), waiting: Some(0.061), throttled: Some(0.0) };
-        assert_eq!(
-            scheduler.verdict(),
-            "stopped 0.8 % (GC), waiting for CPU 6.1 %, throttled 0.0 %: mostly the scheduler \
-             (waiting for a CPU)"
-        );
-        let gc = Shares { stopped: Some(0.2), waiting: Some(0.01), throttled: None };
-        assert!(gc.verdict().ends_with("throttled –: mostly GC pauses"), "{}", gc.verdict());
-        let quiet = Shares { stopped: Some(0.001), waiting: Some(0.002), throttled: Some(0.0) };
-        assert!(quiet.verdict().ends_with("nothing stands out (every share under 1 %)"));
-    }
-
-    #[test]
     fn summary_quantiles_and_worst_pause() {
         let mut timeline = Timeline::default();
         for (i, us) in [10u64, 20, 30, 40, 1000].iter().enumerate() {
@@ -476,8 +405,7 @@ mod tests {
                 false,
             );
         }
-        let sample =
-            Sample { runqueue_ns: Some(0), cpu_s: Some(1.0), throttled_s: None, has_quota: false };
+        let sample = Sample { runqueue_ns: Some(0), cpu_s: Some(1.0), throttled_s: None };
         let summary = timeline.summary(10.0, &sample, &sample);
         assert_eq!(summary.pauses, 5);
         assert_eq!(summary.p50_us, Some(30.0));

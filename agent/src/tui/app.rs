@@ -8,7 +8,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::snapshot::{Log2Histogram, ProcessSnapshot, Snapshot};
+use crate::{
+    snapshot::{Log2Histogram, ProcessSnapshot, Snapshot},
+    verdict::{Shares, TimeSpent},
+};
 
 /// Shown for a value a process cannot supply.
 pub const MISSING: &str = "–";
@@ -128,6 +131,10 @@ struct Sample {
     runqueue: Option<Vec<u64>>,
     involuntary_switches: Option<u64>,
     cpu_throttled_seconds: Option<f64>,
+    /// For the verdict: every pause added up, the run-queue time, the CPU time.
+    stw_pause_ns: u64,
+    runqueue_ns: Option<u64>,
+    cpu_seconds: Option<f64>,
 }
 
 impl Sample {
@@ -140,6 +147,9 @@ impl Sample {
             runqueue: process.sched.as_ref().map(|s| s.runqueue_latency.slots.clone()),
             involuntary_switches: process.sched.as_ref().map(|s| s.involuntary_switches),
             cpu_throttled_seconds: process.limits.cpu_throttled_seconds,
+            stw_pause_ns: process.go.stw_pause.values().map(|h| h.sum_ns).sum(),
+            runqueue_ns: process.sched.as_ref().map(|s| s.runqueue_latency.sum_ns),
+            cpu_seconds: process.limits.cpu_seconds,
         }
     }
 
@@ -161,7 +171,11 @@ impl Sample {
 /// sparklines; None: no event in that interval (or not measured).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IntervalPoint {
+    /// The snapshot that ends the interval (seconds since the epoch).
+    pub timestamp: f64,
     pub stw_p99: Option<f64>,
+    /// Upper bound of the interval's longest pause.
+    pub stw_max: Option<f64>,
     pub runqueue_p99: Option<f64>,
 }
 
@@ -200,7 +214,10 @@ impl ProcessHistory {
                 slot_delta(new, old).and_then(|d| quantile_upper_bound(&d, 0.99))
             };
             let point = IntervalPoint {
+                timestamp,
                 stw_p99: interval_p99(&sample.stw_pause, &last.stw_pause),
+                stw_max: slot_delta(&sample.stw_pause, &last.stw_pause)
+                    .and_then(|d| max_upper_bound(&d)),
                 runqueue_p99: match (&sample.runqueue, &last.runqueue) {
                     (Some(new), Some(old)) => interval_p99(new, old),
                     _ => None,
@@ -531,6 +548,11 @@ pub enum Action {
 #[derive(Debug, Clone)]
 pub struct Detail<'a> {
     pub process: &'a ProcessSnapshot,
+    /// Where its time went over the window (None before a second snapshot).
+    pub shares: Option<Shares>,
+    /// The window's longest pause (upper bound, seconds) and how long before the latest
+    /// snapshot its interval ended.
+    pub worst_pause: Option<(f64, f64)>,
     /// Seconds between the window's first and last snapshot (at most about
     /// the window; less while top has not run that long).
     pub span_seconds: Option<f64>,
@@ -711,8 +733,31 @@ impl App {
             .span()
             .and_then(|(first, last, _)| slot_delta(&last.stw_pause, &first.stw_pause))
             .filter(|_| stw_measured);
+        let shares = history.span().map(|(first, last, seconds)| {
+            let difference = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
+            let ns = |ns: Option<u64>| ns.map(|ns| ns as f64 / 1e9);
+            Shares::of(&TimeSpent {
+                wall: seconds,
+                stopped: stw_measured
+                    .then(|| last.stw_pause_ns.saturating_sub(first.stw_pause_ns) as f64 / 1e9),
+                waited: difference(ns(first.runqueue_ns), ns(last.runqueue_ns)),
+                ran: difference(first.cpu_seconds, last.cpu_seconds),
+                // Without a quota the counter stays put: 0.
+                throttled: difference(first.cpu_throttled_seconds, last.cpu_throttled_seconds),
+            })
+        });
+        let latest = history.samples.back().map_or(0.0, |s| s.timestamp);
+        let worst_pause = history
+            .points
+            .iter()
+            .filter(|p| p.timestamp > latest - self.window)
+            .filter_map(|p| Some((p.stw_max?, latest - p.timestamp)))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .filter(|_| stw_measured);
         Some(Detail {
             process,
+            shares,
+            worst_pause,
             span_seconds: history.span().map(|(_, _, seconds)| seconds),
             pause_slots,
             stw_measured,
@@ -828,6 +873,7 @@ pub(crate) mod fixtures {
             involuntary_switches: 500,
         });
         api.limits.cpu_throttled_seconds = Some(1.0);
+        api.limits.cpu_seconds = Some(10.0);
         let mut worker = go_process(202, "worker");
         worker.go.gc_cycles = 3;
         worker.sched = Some(SchedSnapshot {
@@ -849,6 +895,7 @@ pub(crate) mod fixtures {
             involuntary_switches: 2000,
         });
         api.limits.cpu_throttled_seconds = Some(1.25);
+        api.limits.cpu_seconds = Some(10.5);
         worker.go.gc_cycles = 4;
         worker.sched = Some(SchedSnapshot {
             runqueue_latency: histogram(&[(11, 9)]),
@@ -1116,8 +1163,31 @@ mod tests {
         assert_eq!((slots[14], slots[16], slots[20]), (98, 1, 1));
         assert_eq!(
             detail.points.back(),
-            Some(&IntervalPoint { stw_p99: Some(131_072e-9), runqueue_p99: Some(8_388_608e-9) })
+            Some(&IntervalPoint {
+                timestamp: 1001.0,
+                stw_p99: Some(131_072e-9),
+                stw_max: Some(Log2Histogram::slot_upper_bound_seconds(20)),
+                runqueue_p99: Some(8_388_608e-9)
+            })
         );
+        // Over the second: 2.72 ms of pauses (the histograms' sums), 88.0 ms on the run
+        // queue against 0.5 s of CPU, and 0.25 s throttled.
+        let shares = detail.shares.expect("shares over the window");
+        assert!((shares.stopped.unwrap() - 0.002_719_744).abs() < 1e-9, "{shares:?}");
+        assert!((shares.waiting.unwrap() - 0.087_982_08 / 0.587_982_08).abs() < 1e-9);
+        assert_eq!(shares.throttled, Some(0.25));
+        assert_eq!(shares.conclusion(), "mostly CPU throttling by the cgroup quota");
+        assert_eq!(detail.worst_pause, Some((Log2Histogram::slot_upper_bound_seconds(20), 0.0)));
+        // Without CPU time, no waiting share (never a zero); without the pause probes, no
+        // stopped share and no worst pause.
+        let mut app = app_with_two_snapshots();
+        app.selected = Some(202);
+        let worker = app.detail().expect("detail").shares.expect("shares");
+        assert_eq!(worker.waiting, None);
+        app.selected = Some(303);
+        let bare = app.detail().expect("detail");
+        assert_eq!(bare.shares.map(|s| (s.stopped, s.waiting)), Some((None, None)));
+        assert_eq!(bare.worst_pause, None);
     }
 
     #[test]

@@ -246,10 +246,27 @@ mod tests {
         // The detail pane of the selected process (101, first by STW p99).
         assert!(text.contains("101 api · go1.27.3 · /srv/api"), "{text}");
         assert!(text.contains("STW pauses, last 1s: 100"), "the window so far: {text}");
-        assert!(text.contains("≤32.8µs"), "{text}");
+        // With fewer rows than slots, the lowest row holds every slot below its bound.
+        assert!(text.contains("≤65.5µs ████████████████████████     98"), "{text}");
         assert!(text.contains("STW p99 131µs · peak 131µs"), "{text}");
         assert!(text.contains("run-queue p99 8.4ms · peak 8.4ms"), "{text}");
         assert!(text.contains("probes: 6/6 attached"), "{text}");
+        // Where its time went, on the pane's first two lines.
+        let verdict: String = screen
+            .iter()
+            .skip_while(|line| !line.contains("where the time went"))
+            .take(3)
+            .map(|line| line.trim_matches(|c| c == '│' || c == ' '))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            verdict.starts_with(
+                "where the time went, last 1s: stopped 0.3 % (GC), waiting for CPU 15.0 %, \
+                 throttled 25.0 %: mostly CPU throttling by the cgroup quota · worst pause ≤ \
+                 2.1ms, 0s ago"
+            ),
+            "{text}"
+        );
         // Keys on screen.
         let footer = &screen[23];
         for key in ["q quit", "s sort", "/ filter", "? help"] {
@@ -274,6 +291,10 @@ mod tests {
         assert!(text.contains("stop-the-world pauses: –"), "{text}");
         assert!(text.contains("probes: 0/0 attached"), "{text}");
         assert!(text.contains("run-queue p99: – (probe off)"), "{text}");
+        assert!(text.contains("stopped – (GC), waiting for CPU –, throttled –:"), "{text}");
+        assert!(text.contains("nothing could be measured"), "{text}");
+        assert!(text.contains("its stop-the-world probes are not"), "{text}");
+        assert!(text.contains("attached (see probes)"), "wrapped, not cut: {text}");
     }
 
     #[test]

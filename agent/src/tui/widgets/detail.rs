@@ -1,6 +1,6 @@
-//! The selected process: its pauses over the window (histogram), the p99
-//! of each interval over time (sparklines), and its probes (attached, or
-//! why not).
+//! The selected process: where its time went over the window (the verdict),
+//! its pauses over the window (histogram), the p99 of each interval over time
+//! (sparklines), and its probes (attached, or why not).
 
 use ratatui::{
     buffer::Buffer,
@@ -38,11 +38,21 @@ impl Widget for DetailPane<'_> {
         let block = Block::bordered().title(title);
         let inner = block.inner(area);
         block.render(area, buf);
+        let window = detail.span_seconds.unwrap_or(self.window);
+        let verdict = verdict_line(&detail, window);
+        // Word wrapping leaves some of each line empty: room for a few more characters.
+        let wrapped = (verdict.width() + 12).div_ceil(usize::from(inner.width.max(1)));
+        let [verdict_area, rest] = Layout::vertical([
+            Constraint::Length(wrapped.clamp(1, MAX_VERDICT_LINES) as u16),
+            Constraint::Min(0),
+        ])
+        .areas(inner);
+        Paragraph::new(verdict).wrap(Wrap { trim: true }).render(verdict_area, buf);
         let [left, right] =
             Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
                 .spacing(1)
-                .areas(inner);
-        render_pauses(&detail, detail.span_seconds.unwrap_or(self.window), left, buf);
+                .areas(rest);
+        render_pauses(&detail, window, left, buf);
         render_right(&detail, right, buf);
     }
 }
@@ -51,10 +61,41 @@ fn window_text(window: f64) -> String {
     format!("last {}", crate::tui::ui::format_window(window))
 }
 
+/// Lines the verdict may take at the top of the pane (three at 80 columns).
+const MAX_VERDICT_LINES: usize = 3;
+
+/// "where the time went, last 30s: stopped 0.8 % (GC), waiting for CPU 6.1 %, throttled
+/// 0.0 %: mostly the scheduler (waiting for a CPU) · worst pause ≤ 2.1ms, 12s ago".
+fn verdict_line(detail: &Detail, window: f64) -> Line<'static> {
+    let Some(shares) = detail.shares else {
+        return Line::from("where the time went: waiting for a second snapshot").dark_gray();
+    };
+    let percent = crate::verdict::percent;
+    let mut spans = vec![
+        Span::raw(format!("where the time went, {}: ", window_text(window))),
+        Span::raw(format!(
+            "stopped {} (GC), waiting for CPU {}, throttled {}: ",
+            percent(shares.stopped),
+            percent(shares.waiting),
+            percent(shares.throttled)
+        )),
+        Span::raw(shares.conclusion()).bold(),
+    ];
+    if let Some((worst, ago)) = detail.worst_pause {
+        spans.push(Span::raw(format!(
+            " · worst pause ≤ {}, {} ago",
+            format_duration(worst),
+            crate::tui::ui::format_window(ago)
+        )));
+    }
+    Line::from(spans)
+}
+
 fn render_pauses(detail: &Detail, window: f64, area: Rect, buf: &mut Buffer) {
     let [title, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
-    let message =
-        |text: String, buf: &mut Buffer| Paragraph::new(text).dark_gray().render(body, buf);
+    let message = |text: String, buf: &mut Buffer| {
+        Paragraph::new(text).dark_gray().wrap(Wrap { trim: true }).render(body, buf)
+    };
     match &detail.pause_slots {
         _ if !detail.stw_measured => {
             Line::from("stop-the-world pauses: –").render(title, buf);
