@@ -53,7 +53,8 @@ const USAGE: &str = "usage: cargo xtask bench [--rounds N] [--seconds S] [--rate
   --rate R       requests per second to each of the two twin services (default 1000)
   --scenario     which service setup (default all)
   --configs LIST comma-separated configurations to compare with no agent (default
-                 sched,goruntime,syscalls,all)
+                 sched,goruntime,syscalls,all; also each syscall family alone: vma,fd,net,
+                 netpoll,timers)
   cargo xtask bench scale   the agent's own cost at 1 to 1000 processes (see --help there)";
 /// Unmeasured load after the service starts.
 const WARM_UP_SECONDS: u32 = 5;
@@ -360,11 +361,11 @@ fn parse_args(args: &[String]) -> Result<Options> {
                 options.configs = value
                     .split(',')
                     .map(|name| {
-                        Config::WITH_AGENT.into_iter().find(|c| c.name() == name).with_context(
+                        Config::CHOOSABLE.into_iter().find(|c| c.name() == name).with_context(
                             || {
                                 format!(
                                     "unknown configuration `{name}` (one of: {})\n{USAGE}",
-                                    Config::WITH_AGENT.map(Config::name).join(", ")
+                                    Config::CHOOSABLE.map(Config::name).join(", ")
                                 )
                             },
                         )
@@ -395,8 +396,8 @@ mod tests {
         assert_eq!(all.scenarios, vec![REALISTIC, PATHOLOGICAL]);
         assert_eq!(all.configs, Config::WITH_AGENT);
         assert_eq!(
-            parse_args(&args(&["--configs", "all,sched"])).unwrap().configs,
-            [Config::All, Config::Sched]
+            parse_args(&args(&["--configs", "all,sched,timers"])).unwrap().configs,
+            [Config::ALL, Config::SCHED, Config::CHOOSABLE[8]]
         );
         assert!(parse_args(&args(&["--configs", "all,bogus"])).is_err());
         let one = parse_args(&args(&[

@@ -11,50 +11,55 @@
 //! like). Blocks of the different configurations are interleaved (block 1 of each, then block
 //! 2 of each, …), so a slower stretch of the run does not land on one configuration only.
 
-/// What runs next to the service during a round.
+/// What runs next to the twins during a round: nothing (the baseline), or golens with some
+/// probe families.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Config {
-    /// No agent.
-    Baseline,
-    /// `golens run --probes sched`.
-    Sched,
-    /// `golens run --probes goruntime`.
-    Goruntime,
-    /// `golens run --probes vma,fd,net,netpoll,timers`: the per-syscall tracepoint families.
-    Syscalls,
-    /// Every family (golens' default).
-    All,
+pub struct Config {
+    name: &'static str,
+    /// The `--probes` value of the agent; None for the baseline (no agent at all).
+    probes: Option<&'static str>,
 }
 
 impl Config {
-    /// The configurations compared with the baseline, in report order.
+    pub const BASELINE: Config = Config { name: "baseline", probes: None };
+    pub const SCHED: Config = Config { name: "sched", probes: Some("sched") };
+    pub const GORUNTIME: Config = Config { name: "goruntime", probes: Some("goruntime") };
+    /// The per-syscall tracepoint families together.
+    pub const SYSCALLS: Config =
+        Config { name: "syscalls", probes: Some("vma,fd,net,netpoll,timers") };
+    /// Every default family (golens' default).
+    pub const ALL: Config =
+        Config { name: "all", probes: Some("sched,goruntime,vma,fd,net,netpoll,timers") };
+
+    /// The configurations compared with the baseline by default, in report order.
     pub const WITH_AGENT: [Config; 4] =
-        [Config::Sched, Config::Goruntime, Config::Syscalls, Config::All];
+        [Config::SCHED, Config::GORUNTIME, Config::SYSCALLS, Config::ALL];
+
+    /// Every configuration `--configs` accepts: the defaults, then each syscall family alone.
+    pub const CHOOSABLE: [Config; 9] = [
+        Config::SCHED,
+        Config::GORUNTIME,
+        Config::SYSCALLS,
+        Config::ALL,
+        Config { name: "vma", probes: Some("vma") },
+        Config { name: "fd", probes: Some("fd") },
+        Config { name: "net", probes: Some("net") },
+        Config { name: "netpoll", probes: Some("netpoll") },
+        Config { name: "timers", probes: Some("timers") },
+    ];
 
     pub fn name(self) -> &'static str {
-        match self {
-            Config::Baseline => "baseline",
-            Config::Sched => "sched",
-            Config::Goruntime => "goruntime",
-            Config::Syscalls => "syscalls",
-            Config::All => "all",
-        }
+        self.name
     }
 
     /// The `--probes` value of the agent; None for the baseline (no agent at all).
     pub fn probes(self) -> Option<&'static str> {
-        match self {
-            Config::Baseline => None,
-            Config::Sched => Some("sched"),
-            Config::Goruntime => Some("goruntime"),
-            Config::Syscalls => Some("vma,fd,net,netpoll,timers"),
-            Config::All => Some("sched,goruntime,vma,fd,net,netpoll,timers"),
-        }
+        self.probes
     }
 
     /// Whether golens counts GC cycles in this configuration.
     pub fn counts_gc(self) -> bool {
-        matches!(self, Config::Goruntime | Config::All)
+        self.probes.is_some_and(|probes| probes.split(',').any(|family| family == "goruntime"))
     }
 }
 
@@ -83,10 +88,10 @@ pub fn abba(configs: &[Config], blocks: usize) -> Vec<PlannedRound> {
             let first = block % TWINS;
             let second = (first + 1) % TWINS;
             for (config, watched) in [
-                (Config::Baseline, first),
+                (Config::BASELINE, first),
                 (config, first),
                 (config, second),
-                (Config::Baseline, second),
+                (Config::BASELINE, second),
             ] {
                 plan.push(PlannedRound { block, config, watched });
             }
@@ -101,7 +106,7 @@ mod tests {
 
     #[test]
     fn abba_blocks_are_interleaved_across_configurations() {
-        let plan = abba(&[Config::Sched, Config::All], 2);
+        let plan = abba(&[Config::SCHED, Config::ALL], 2);
         let shown: Vec<(usize, &str, usize)> =
             plan.iter().map(|r| (r.block, r.config.name(), r.watched)).collect();
         assert_eq!(
@@ -132,7 +137,7 @@ mod tests {
     #[test]
     fn configurations_map_to_probe_families() {
         let probes: Vec<Option<&str>> =
-            [Config::Baseline, Config::Sched, Config::Goruntime, Config::Syscalls, Config::All]
+            [Config::BASELINE, Config::SCHED, Config::GORUNTIME, Config::SYSCALLS, Config::ALL]
                 .iter()
                 .map(|c| c.probes())
                 .collect();
@@ -146,7 +151,18 @@ mod tests {
                 Some("sched,goruntime,vma,fd,net,netpoll,timers")
             ]
         );
-        assert!(Config::All.counts_gc() && Config::Goruntime.counts_gc());
-        assert!(!Config::Sched.counts_gc() && !Config::Baseline.counts_gc());
+        assert!(Config::ALL.counts_gc() && Config::GORUNTIME.counts_gc());
+        assert!(!Config::SCHED.counts_gc() && !Config::BASELINE.counts_gc());
+        let names: Vec<&str> = Config::CHOOSABLE.iter().map(|c| c.name()).collect();
+        assert_eq!(
+            names,
+            ["sched", "goruntime", "syscalls", "all", "vma", "fd", "net", "netpoll", "timers"]
+        );
+        // Each syscall family alone is one of the syscalls configuration's.
+        let syscalls: Vec<&str> = Config::SYSCALLS.probes().unwrap().split(',').collect();
+        for config in &Config::CHOOSABLE[4..] {
+            assert_eq!(config.probes(), Some(config.name()));
+            assert!(syscalls.contains(&config.name()), "{config:?}");
+        }
     }
 }

@@ -177,7 +177,7 @@ fn format_scenario(out: &mut String, result: &ScenarioResult) {
          (golens) | golens CPU µs/request | service preempted /request | other CPU |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
-    for config in [Config::Baseline].into_iter().chain(Config::WITH_AGENT) {
+    for config in [Config::BASELINE].into_iter().chain(Config::CHOOSABLE) {
         let summary = summary::summarize(&result.rounds, config);
         if summary.rounds > 0 {
             let _ = writeln!(out, "{}", format_row(&summary, scenario));
@@ -205,7 +205,7 @@ fn format_row(summary: &ConfigSummary, scenario: &Scenario) -> String {
         (service, Some(golens)) => format!("{} ({golens:.1})", number(service, 1)),
         (service, None) => number(service, 1),
     };
-    let baseline = summary.config == Config::Baseline;
+    let baseline = summary.config == Config::BASELINE;
     let (name, cpu_goal, p99_goal) = if baseline {
         ("baseline (A/A)", None, None)
     } else {
@@ -289,7 +289,7 @@ fn significant(value: f64) -> String {
 /// request.
 fn format_programs(out: &mut String, rounds: &[RoundResult]) {
     let all: Vec<&RoundResult> =
-        rounds.iter().filter(|r| r.config == Config::All && r.valid()).collect();
+        rounds.iter().filter(|r| r.config == Config::ALL && r.valid()).collect();
     let mut programs: Vec<ProgramCost> = Vec::new();
     for round in &all {
         bpf_stats::merge_costs(&mut programs, &round.programs);
@@ -332,7 +332,7 @@ fn format_programs(out: &mut String, rounds: &[RoundResult]) {
             significant(program.run_time_ns as f64 / requests),
         );
     }
-    let baseline = summary::summarize(rounds, Config::Baseline).cpu_us_per_request;
+    let baseline = summary::summarize(rounds, Config::BASELINE).cpu_us_per_request;
     let share = baseline.filter(|&us| us > 0.0).map_or(String::new(), |us| {
         format!(
             " ({:.2} % of the baseline's CPU/request)",
@@ -381,7 +381,7 @@ fn scenario_notes(result: &ScenarioResult) -> Vec<String> {
             notes.push(format!("{which}: {note}"));
         }
     }
-    if let Some(aa) = summary::summarize(&result.rounds, Config::Baseline).cpu_estimate {
+    if let Some(aa) = summary::summarize(&result.rounds, Config::BASELINE).cpu_estimate {
         notes.push(format!(
             "resolution: with no agent the twins' figure is {:+.2} % with a 95 % interval of \
              ±{:.2} %; a configuration's interval of that width tells a difference of about \
@@ -394,7 +394,7 @@ fn scenario_notes(result: &ScenarioResult) -> Vec<String> {
         result
             .rounds
             .iter()
-            .filter(|r| r.config == Config::Baseline && r.valid())
+            .filter(|r| r.config == Config::BASELINE && r.valid())
             .map(RoundResult::p99_ms),
     );
     if let Some(p99) = baseline_p99.filter(|&p99| p99 > 0.0) {
@@ -443,20 +443,20 @@ mod tests {
     fn a_scenario_table_has_estimates_spreads_goals_and_program_costs() {
         // Twin 0 costs 150 µs/request and twin 1 140 µs by themselves.
         let mut rounds = vec![
-            round(0, Config::Baseline, 0, 20_000, 3.0, 2.8),
-            round(0, Config::All, 0, 20_000, 3.03, 2.8),
-            round(0, Config::All, 1, 20_000, 2.828, 3.0),
-            round(0, Config::Baseline, 1, 20_000, 2.8, 3.0),
-            round(1, Config::Baseline, 1, 20_000, 2.8, 3.0),
-            round(1, Config::Sched, 1, 20_000, 2.8, 3.0),
-            round(1, Config::Sched, 0, 18_000, 3.0, 2.8),
-            round(1, Config::Baseline, 0, 20_000, 3.0, 2.8),
-            round(2, Config::Baseline, 0, 20_000, 3.0, 2.8),
-            round(2, Config::All, 0, 20_000, 3.09, 2.8),
-            round(2, Config::All, 1, 20_000, 2.884, 3.0),
-            round(2, Config::Baseline, 1, 20_000, 2.8, 3.0),
+            round(0, Config::BASELINE, 0, 20_000, 3.0, 2.8),
+            round(0, Config::ALL, 0, 20_000, 3.03, 2.8),
+            round(0, Config::ALL, 1, 20_000, 2.828, 3.0),
+            round(0, Config::BASELINE, 1, 20_000, 2.8, 3.0),
+            round(1, Config::BASELINE, 1, 20_000, 2.8, 3.0),
+            round(1, Config::SCHED, 1, 20_000, 2.8, 3.0),
+            round(1, Config::SCHED, 0, 18_000, 3.0, 2.8),
+            round(1, Config::BASELINE, 0, 20_000, 3.0, 2.8),
+            round(2, Config::BASELINE, 0, 20_000, 3.0, 2.8),
+            round(2, Config::ALL, 0, 20_000, 3.09, 2.8),
+            round(2, Config::ALL, 1, 20_000, 2.884, 3.0),
+            round(2, Config::BASELINE, 1, 20_000, 2.8, 3.0),
         ];
-        for round in rounds.iter_mut().filter(|r| r.config == Config::All) {
+        for round in rounds.iter_mut().filter(|r| r.config == Config::ALL) {
             round.golens_gc_cycles = Some(29);
             round.agent_cpu_seconds = Some(0.1);
             round.programs = vec![
@@ -525,14 +525,14 @@ mod tests {
     #[test]
     fn pathological_has_no_latency_goal() {
         let rounds = vec![
-            round(0, Config::Baseline, 0, 20_000, 3.0, 3.0),
-            round(0, Config::Goruntime, 0, 20_000, 3.06, 3.0),
-            round(0, Config::Goruntime, 1, 20_000, 3.06, 3.0),
-            round(0, Config::Baseline, 1, 20_000, 3.0, 3.0),
-            round(1, Config::Baseline, 1, 20_000, 3.0, 3.0),
-            round(1, Config::Goruntime, 1, 20_000, 3.03, 3.0),
-            round(1, Config::Goruntime, 0, 20_000, 3.03, 3.0),
-            round(1, Config::Baseline, 0, 20_000, 3.0, 3.0),
+            round(0, Config::BASELINE, 0, 20_000, 3.0, 3.0),
+            round(0, Config::GORUNTIME, 0, 20_000, 3.06, 3.0),
+            round(0, Config::GORUNTIME, 1, 20_000, 3.06, 3.0),
+            round(0, Config::BASELINE, 1, 20_000, 3.0, 3.0),
+            round(1, Config::BASELINE, 1, 20_000, 3.0, 3.0),
+            round(1, Config::GORUNTIME, 1, 20_000, 3.03, 3.0),
+            round(1, Config::GORUNTIME, 0, 20_000, 3.03, 3.0),
+            round(1, Config::BASELINE, 0, 20_000, 3.0, 3.0),
         ];
         let result = ScenarioResult { scenario: PATHOLOGICAL, service_cpus: None, rounds };
         let report = format_report(&run_info(), &[result]);

@@ -434,7 +434,7 @@ pub mod tests {
 
     #[test]
     fn per_request_figures() {
-        let result = round(0, Config::Baseline, 1, 20_000, 3.0, 2.5);
+        let result = round(0, Config::BASELINE, 1, 20_000, 3.0, 2.5);
         assert!(result.valid());
         assert!((result.cpu_us_per_request() - 150.0).abs() < 1e-9);
         assert!((result.twin_cpu_ratio().unwrap() - 1.2).abs() < 1e-9);
@@ -444,9 +444,9 @@ pub mod tests {
         assert_eq!(result.involuntary_switches_per_request(), Some(0.1));
         assert!((result.p99_ms() - 2.0).abs() < 1e-12);
         // 5 % short of the target rate: not counted.
-        assert!(!round(0, Config::Baseline, 0, 19_000, 3.0, 3.0).valid());
-        assert!(!round(0, Config::Baseline, 0, 0, 3.0, 3.0).valid());
-        let mut disturbed = round(0, Config::Baseline, 0, 20_000, 3.0, 3.0);
+        assert!(!round(0, Config::BASELINE, 0, 19_000, 3.0, 3.0).valid());
+        assert!(!round(0, Config::BASELINE, 0, 0, 3.0, 3.0).valid());
+        let mut disturbed = round(0, Config::BASELINE, 0, 20_000, 3.0, 3.0);
         assert_eq!(disturbed.other_cpus(), Some(0.01));
         disturbed.other_cpu_seconds = Some(2.5);
         assert_eq!(
@@ -454,13 +454,13 @@ pub mod tests {
             Some("other processes used 0.25 CPU during it (more than 0.2)")
         );
         assert_eq!(
-            round(0, Config::Baseline, 0, 19_000, 3.0, 3.0).exclusion().as_deref(),
+            round(0, Config::BASELINE, 0, 19_000, 3.0, 3.0).exclusion().as_deref(),
             Some(
                 "twin 1 completed 1900 requests/s of 2000 (-5.0 %); twin 2 completed 1900 \
                  requests/s of 2000 (-5.0 %)"
             )
         );
-        let mut lost = round(0, Config::Sched, 0, 20_000, 3.0, 3.0);
+        let mut lost = round(0, Config::SCHED, 0, 20_000, 3.0, 3.0);
         lost.twins[1].cpu_seconds = None;
         assert_eq!(
             lost.exclusion().as_deref(),

@@ -179,30 +179,30 @@ mod tests {
         // Twin 0 is 10 % dearer than twin 1 by itself; the agent adds 2 % to the watched one.
         let rounds = [
             // Block 0: no agent, then sched watching twin 0, then twin 1.
-            round(0, Config::Baseline, 0, 20_000, 1.1, 1.0),
-            round(0, Config::Sched, 0, 20_000, 1.1 * 1.02, 1.0),
-            round(0, Config::Sched, 1, 20_000, 1.02, 1.1),
-            round(0, Config::Baseline, 1, 20_000, 1.0, 1.1),
+            round(0, Config::BASELINE, 0, 20_000, 1.1, 1.0),
+            round(0, Config::SCHED, 0, 20_000, 1.1 * 1.02, 1.0),
+            round(0, Config::SCHED, 1, 20_000, 1.02, 1.1),
+            round(0, Config::BASELINE, 1, 20_000, 1.0, 1.1),
             // Block 1: one "all" round missed its rate: no figure.
-            round(1, Config::Baseline, 1, 20_000, 1.0, 1.1),
-            round(1, Config::All, 1, 20_000, 1.0, 1.1),
-            round(1, Config::All, 0, 19_000, 1.1, 1.0),
-            round(1, Config::Baseline, 0, 20_000, 1.1, 1.0),
+            round(1, Config::BASELINE, 1, 20_000, 1.0, 1.1),
+            round(1, Config::ALL, 1, 20_000, 1.0, 1.1),
+            round(1, Config::ALL, 0, 19_000, 1.1, 1.0),
+            round(1, Config::BASELINE, 0, 20_000, 1.1, 1.0),
             // Block 2: sched again, +4 %.
-            round(2, Config::Baseline, 0, 20_000, 1.1, 1.0),
-            round(2, Config::Sched, 0, 20_000, 1.1 * 1.04, 1.0),
-            round(2, Config::Sched, 1, 20_000, 1.04, 1.1),
-            round(2, Config::Baseline, 1, 20_000, 1.0, 1.1),
+            round(2, Config::BASELINE, 0, 20_000, 1.1, 1.0),
+            round(2, Config::SCHED, 0, 20_000, 1.1 * 1.04, 1.0),
+            round(2, Config::SCHED, 1, 20_000, 1.04, 1.1),
+            round(2, Config::BASELINE, 1, 20_000, 1.0, 1.1),
         ];
-        let sched = block_figures(&rounds, Config::Sched, RoundResult::twin_cpu_ratio);
+        let sched = block_figures(&rounds, Config::SCHED, RoundResult::twin_cpu_ratio);
         assert_eq!(sched.len(), 2);
         assert!((sched[0] - 1.02).abs() < 1e-9 && (sched[1] - 1.04).abs() < 1e-9, "{sched:?}");
-        assert!(block_figures(&rounds, Config::All, RoundResult::twin_cpu_ratio).is_empty());
-        let aa = block_figures(&rounds, Config::Baseline, RoundResult::twin_cpu_ratio);
+        assert!(block_figures(&rounds, Config::ALL, RoundResult::twin_cpu_ratio).is_empty());
+        let aa = block_figures(&rounds, Config::BASELINE, RoundResult::twin_cpu_ratio);
         assert_eq!(aa.len(), 3);
         assert!(aa.iter().all(|f| (f - 1.0).abs() < 1e-9), "{aa:?}");
 
-        let summary = summarize(&rounds, Config::Sched);
+        let summary = summarize(&rounds, Config::SCHED);
         assert_eq!((summary.rounds, summary.valid_rounds, summary.blocks), (4, 4, 2));
         let cpu = summary.cpu_ratio.unwrap();
         assert!((cpu.median - 1.03).abs() < 1e-9);
@@ -210,7 +210,7 @@ mod tests {
         assert!((estimate.mean - (1.02f64 * 1.04).sqrt()).abs() < 1e-9);
         assert!(estimate.low < 1.02 && estimate.high > 1.04, "{estimate:?}");
         assert_eq!(summary.p99_ratio, Some(Spread { min: 1.0, median: 1.0, max: 1.0 }));
-        assert_eq!(summarize(&rounds, Config::All).blocks, 0);
+        assert_eq!(summarize(&rounds, Config::ALL).blocks, 0);
     }
 
     #[test]
