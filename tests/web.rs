@@ -280,6 +280,38 @@ fn tls_and_basic_auth_guard_every_endpoint() {
 }
 
 #[test]
+fn golens_top_connects_over_tls_with_basic_auth() {
+    let pki = Pki::new("top");
+    let tls = client(Some(&pki.ca_der));
+    let (_agent, port) = start_agent(&["--web.config.file", &pki.web_config()], |port| {
+        get(&tls, &format!("https://127.0.0.1:{port}/readyz"), Some((USER, PASSWORD)))
+            .is_some_and(|answer| answer.status == 200)
+    });
+    let ca_file = pki.path("ca.crt").display().to_string();
+    // Without a terminal, golens top stops after its first snapshot and says
+    // it needs one: the snapshot came through TLS and authentication.
+    let top = |url: String, ca: Option<&str>| {
+        let mut command = golens();
+        command.args(["top", "--connect", &url]).stdin(Stdio::null());
+        if let Some(ca) = ca {
+            command.args(["--ca-file", ca]);
+        }
+        let output = command.output().expect("golens top");
+        assert!(!output.status.success(), "golens top had no terminal and still succeeded");
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    let stderr = top(format!("https://{USER}:{PASSWORD}@localhost:{port}"), Some(&ca_file));
+    assert!(stderr.contains("draws on a terminal"), "no first snapshot: {stderr}");
+    let stderr = top(format!("https://{USER}:wrong@localhost:{port}"), Some(&ca_file));
+    assert!(stderr.contains("HTTP 401"), "{stderr}");
+    assert!(stderr.contains(&format!("https://{USER}:***@localhost")), "{stderr}");
+    assert!(!stderr.contains("wrong"), "the password is shown: {stderr}");
+    let stderr = top(format!("https://{USER}:{PASSWORD}@localhost:{port}"), None);
+    assert!(!stderr.contains("draws on a terminal"), "an unknown CA was trusted: {stderr}");
+    assert!(!stderr.contains(PASSWORD), "the password is shown: {stderr}");
+}
+
+#[test]
 fn a_renewed_certificate_is_served_without_a_restart() {
     let pki = Pki::new("renew");
     let first = client(Some(&pki.ca_der));

@@ -152,12 +152,15 @@ pub enum DoctorFormat {
 /// Endpoints: /metrics (Prometheus), /healthz, /readyz (ready once the
 /// probes are attached), /api/v1/snapshot (JSON), /api/v1/stream (each new
 /// snapshot as a server-sent event: what `golens top --connect` reads).
+/// --web.config.file (the Prometheus exporter-toolkit format) puts every
+/// one of them behind TLS and/or basic auth.
 ///
 /// Examples:
 ///   golens run                                  # every Go process, 127.0.0.1:9477
 ///   golens run --listen 0.0.0.0:9477            # as a DaemonSet, scraped by Prometheus
 ///   golens run --pid 4242 --interval 1s         # one process, fresh numbers every second
 ///   golens run --comm api --comm worker         # processes whose comm is api or worker
+///   golens run --listen 0.0.0.0:9477 --web.config.file /etc/golens/web.yml  # TLS, basic auth
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct RunArgs {
@@ -387,13 +390,22 @@ impl Default for RunArgs {
 ///   sudo golens top                               # every Go process on this host
 ///   sudo golens top --comm api --comm worker      # only these
 ///   golens top --connect http://node-7:9477       # a running agent's feed
+///   GOLENS_CONNECT=https://me:PASSWORD@node-7:9477 golens top --ca-file ca.crt
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct TopArgs {
     /// Read the live feed of a running agent (its base URL) instead of
-    /// starting one.
-    #[arg(long, value_name = "URL")]
+    /// starting one. An agent with a --web.config.file: https://, and
+    /// USER:PASSWORD@ before the host for basic auth (or the URL in
+    /// GOLENS_CONNECT, which keeps the password out of the process list).
+    #[arg(long, value_name = "URL", env = "GOLENS_CONNECT")]
     pub connect: Option<String>,
+
+    /// With an https:// --connect: the CA certificate (PEM) that signed the
+    /// agent's certificate, when it is not a public CA (a self-signed
+    /// certificate is its own CA).
+    #[arg(long, value_name = "FILE", requires = "connect")]
+    pub ca_file: Option<PathBuf>,
 
     /// Only this process (repeatable): passed to the agent golens top
     /// starts; with --connect, only shown.
