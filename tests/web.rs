@@ -311,6 +311,16 @@ fn golens_top_connects_over_tls_with_basic_auth() {
     let stderr = top(format!("https://{USER}:{PASSWORD}@localhost:{port}"), None);
     assert!(!stderr.contains("draws on a terminal"), "an unknown CA was trusted: {stderr}");
     assert!(!stderr.contains(PASSWORD), "the password is shown: {stderr}");
+    // golens list --agent (no --ca-file: it trusts public CAs only) names
+    // the agent without its password too.
+    let output = golens()
+        .args(["list", "--agent", &format!("https://{USER}:{PASSWORD}@localhost:{port}")])
+        .output()
+        .expect("golens list");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a certificate from an unknown CA was accepted");
+    assert!(stderr.contains(&format!("https://{USER}:***@localhost")), "{stderr}");
+    assert!(!stderr.contains(PASSWORD), "the password is shown: {stderr}");
 }
 
 #[test]

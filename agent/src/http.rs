@@ -90,7 +90,8 @@ impl Server {
         }
         if tls.is_none() && !users.is_empty() && !listen.ip().is_loopback() {
             warn!(
-                "basic auth without TLS on {listen}: passwords cross the network in clear; add                  tls_server_config to --web.config.file"
+                "basic auth without TLS on {listen}: passwords cross the network in clear; add \
+                 tls_server_config to --web.config.file"
             );
         }
         if args.max_requests > 0 && (args.max_streams == 0 || args.max_streams >= args.max_requests)
