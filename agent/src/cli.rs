@@ -152,12 +152,15 @@ pub enum DoctorFormat {
 /// Endpoints: /metrics (Prometheus), /healthz, /readyz (ready once the
 /// probes are attached), /api/v1/snapshot (JSON), /api/v1/stream (each new
 /// snapshot as a server-sent event: what `golens top --connect` reads).
+/// --web.config.file (the Prometheus exporter-toolkit format) puts every
+/// one of them behind TLS and/or basic auth.
 ///
 /// Examples:
 ///   golens run                                  # every Go process, 127.0.0.1:9477
 ///   golens run --listen 0.0.0.0:9477            # as a DaemonSet, scraped by Prometheus
 ///   golens run --pid 4242 --interval 1s         # one process, fresh numbers every second
 ///   golens run --comm api --comm worker         # processes whose comm is api or worker
+///   golens run --listen 0.0.0.0:9477 --web.config.file /etc/golens/web.yml  # TLS, basic auth
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct RunArgs {
@@ -208,6 +211,69 @@ pub struct RunArgs {
     /// with their labels) and says once which families are off and why.
     #[arg(long, help_heading = "Kernel")]
     pub require_ebpf: bool,
+
+    #[command(flatten)]
+    pub web: WebArgs,
+}
+
+/// The HTTP side's security and limits (Prometheus' flag names).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Web")]
+pub struct WebArgs {
+    /// Prometheus exporter-toolkit web configuration (YAML): TLS
+    /// (tls_server_config: cert_file, key_file, client_auth_type,
+    /// client_ca_file, min_version...) and basic auth (basic_auth_users:
+    /// user: bcrypt hash), for every endpoint. Checked at startup; a key
+    /// golens does not implement is an error. See "Securing the endpoint"
+    /// in the README.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+
+    /// Requests served at once (scrapes, snapshots, probes; an open
+    /// /api/v1/stream holds one while it lasts). Over it: 503 at once.
+    /// 0: no limit.
+    #[arg(long = "web.max-requests", default_value_t = 40, value_name = "N")]
+    pub max_requests: u32,
+
+    /// Open /api/v1/stream feeds (golens top --connect) at once; over it:
+    /// 503. 0: no limit.
+    #[arg(long = "web.max-streams", default_value_t = 8, value_name = "N")]
+    pub max_streams: u32,
+
+    /// Time a client has for the TLS handshake, then for each request's
+    /// headers (counted from the previous response on a kept-alive
+    /// connection, so an idle connection is closed after it).
+    #[arg(
+        long = "web.read-header-timeout",
+        default_value = "10s",
+        value_parser = parse_duration,
+        value_name = "DURATION"
+    )]
+    pub read_header_timeout: Duration,
+
+    /// Time from a request's headers to the last byte of its response: a
+    /// handler that takes longer answers 503, a client that reads too
+    /// slowly is disconnected. /api/v1/stream lasts as long as its client
+    /// reads: it is closed when a write makes no progress for this long.
+    #[arg(
+        long = "web.request-timeout",
+        default_value = "30s",
+        value_parser = parse_duration,
+        value_name = "DURATION"
+    )]
+    pub request_timeout: Duration,
+}
+
+impl Default for WebArgs {
+    fn default() -> Self {
+        WebArgs {
+            config_file: None,
+            max_requests: 40,
+            max_streams: 8,
+            read_header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// A probe family of `--probes`.
@@ -296,6 +362,7 @@ impl Default for RunArgs {
             attach_mode: AttachModeArg::Auto,
             probes: ProbeFamily::ALL.to_vec(),
             require_ebpf: false,
+            web: WebArgs::default(),
         }
     }
 }
@@ -323,13 +390,22 @@ impl Default for RunArgs {
 ///   sudo golens top                               # every Go process on this host
 ///   sudo golens top --comm api --comm worker      # only these
 ///   golens top --connect http://node-7:9477       # a running agent's feed
+///   GOLENS_CONNECT=https://me:PASSWORD@node-7:9477 golens top --ca-file ca.crt
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct TopArgs {
     /// Read the live feed of a running agent (its base URL) instead of
-    /// starting one.
-    #[arg(long, value_name = "URL")]
+    /// starting one. An agent with a --web.config.file: https://, and
+    /// USER:PASSWORD@ before the host for basic auth (or the URL in
+    /// GOLENS_CONNECT, which keeps the password out of the process list).
+    #[arg(long, value_name = "URL", env = "GOLENS_CONNECT")]
     pub connect: Option<String>,
+
+    /// With an https:// --connect: the CA certificate (PEM) that signed the
+    /// agent's certificate, when it is not a public CA (a self-signed
+    /// certificate is its own CA).
+    #[arg(long, value_name = "FILE", requires = "connect")]
+    pub ca_file: Option<PathBuf>,
 
     /// Only this process (repeatable): passed to the agent golens top
     /// starts; with --connect, only shown.

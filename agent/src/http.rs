@@ -1,23 +1,44 @@
 //! HTTP endpoints: /metrics, /healthz, /readyz, /api/v1/snapshot,
 //! /api/v1/stream (server-sent events: the live feed `golens top` reads).
+//!
+//! Every endpoint sits behind the same guards, outermost first: the
+//! response headers of --web.config.file, its basic auth, then the caps on
+//! requests in flight (`limits`); `serve` owns the listener (TLS, timeouts).
 
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc,
+pub mod auth;
+pub mod limits;
+pub mod serve;
+pub mod tls;
+pub mod web_config;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
 };
 
 use crate::snapshot::{Snapshot, SnapshotCell, SCHEMA_VERSION};
 use axum::{
-    extract::State,
-    http::{header, HeaderMap, StatusCode},
+    extract::{Request, State},
+    http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode},
+    middleware::{from_fn_with_state, Next},
     response::{
         sse::{Event, KeepAlive, Sse},
         IntoResponse, Response,
     },
     routing::get,
-    Json, Router,
+    Extension, Json, Router,
 };
-use futures_util::stream::Stream;
+use tracing::{info, warn};
+
+use self::{
+    auth::BasicAuth,
+    limits::Slots,
+    web_config::{WebConfig, WebConfigError},
+};
+use crate::cli::WebArgs;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -26,15 +47,125 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The HTTP side as `golens run`'s --web.* flags configure it.
+pub struct Server {
+    tls: Option<Arc<rustls::ServerConfig>>,
+    guards: Guards,
+    timeouts: serve::Timeouts,
+}
+
+/// What every request passes before a handler (see the module comment).
+#[derive(Clone)]
+pub struct Guards {
+    pub headers: Arc<Vec<(HeaderName, HeaderValue)>>,
+    pub auth: Option<Arc<BasicAuth>>,
+    pub requests: Slots,
+    pub streams: Slots,
+}
+
+impl Server {
+    /// Reads and checks --web.config.file (certificates included), so a
+    /// mistake stops golens at startup, before it listens.
+    pub fn new(args: &WebArgs, listen: SocketAddr) -> Result<Server, WebConfigError> {
+        let config = match &args.config_file {
+            Some(path) => Some(WebConfig::load(path)?),
+            None => None,
+        };
+        let tls = match config.as_ref().and_then(|config| Some((config, config.tls.as_ref()?))) {
+            Some((config, settings)) => Some(tls::server_config(config, settings)?),
+            None => None,
+        };
+        let (headers, users) = match config {
+            Some(config) => (config.headers, config.users),
+            None => Default::default(),
+        };
+        if let Some(path) = &args.config_file {
+            let what = match (tls.is_some(), users.is_empty()) {
+                (true, false) => "TLS and basic auth",
+                (true, true) => "TLS, no authentication",
+                (false, false) => "basic auth, no TLS",
+                (false, true) => "neither TLS nor authentication",
+            };
+            info!("{}: {what}", path.display());
+        }
+        if tls.is_none() && !users.is_empty() && !listen.ip().is_loopback() {
+            warn!(
+                "basic auth without TLS on {listen}: passwords cross the network in clear; add \
+                 tls_server_config to --web.config.file"
+            );
+        }
+        if args.max_requests > 0 && (args.max_streams == 0 || args.max_streams >= args.max_requests)
+        {
+            warn!(
+                "--web.max-streams {} is not below --web.max-requests {}: open streams can take \
+                 every request slot, and scrapes then get 503",
+                args.max_streams, args.max_requests
+            );
+        }
+        Ok(Server {
+            tls,
+            guards: Guards {
+                headers: Arc::new(headers),
+                auth: BasicAuth::new(users),
+                requests: Slots::new(args.max_requests, "--web.max-requests"),
+                streams: Slots::new(args.max_streams, "--web.max-streams"),
+            },
+            timeouts: serve::Timeouts {
+                read_header: args.read_header_timeout,
+                request: args.request_timeout,
+            },
+        })
+    }
+
+    /// "https" with TLS, else "http".
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Serves `state` on `listener` until the process ends.
+    pub async fn serve(self, listener: tokio::net::TcpListener, state: AppState) {
+        let app = router(state, &self.guards);
+        let tls = self.tls.map(tokio_rustls::TlsAcceptor::from);
+        let never = serve::serve(listener, app, tls, self.timeouts).await;
+        match never {}
+    }
+}
+
+pub fn router(state: AppState, guards: &Guards) -> Router {
+    let stream_slot = from_fn_with_state(guards.streams.clone(), limits::hold_slot);
+    let mut router = Router::new()
         .route("/", get(index))
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/snapshot", get(snapshot_handler))
-        .route("/api/v1/stream", get(stream_handler))
+        .route("/api/v1/stream", get(stream_handler).route_layer(stream_slot))
         .with_state(state)
+        .layer(from_fn_with_state(guards.requests.clone(), limits::hold_slot));
+    if let Some(auth) = &guards.auth {
+        router = router.layer(from_fn_with_state(auth.clone(), auth::require));
+    }
+    if !guards.headers.is_empty() {
+        router = router.layer(from_fn_with_state(guards.headers.clone(), add_headers));
+    }
+    router
+}
+
+/// http_server_config.headers, on every response (401 and 503 included).
+async fn add_headers(
+    State(headers): State<Arc<Vec<(HeaderName, HeaderValue)>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    for (name, value) in headers.iter() {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
 }
 
 async fn index() -> &'static str {
@@ -93,9 +224,7 @@ pub fn snapshot_event(snapshot: &Snapshot) -> Event {
 
 /// Server-sent events: the latest snapshot at once (once there is one), then
 /// each new collection exactly once, as it is published.
-async fn stream_handler(
-    State(state): State<AppState>,
-) -> Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
+async fn stream_handler(State(state): State<AppState>) -> impl IntoResponse {
     let mut poll = tokio::time::interval(STREAM_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let start = (state.snapshot, None::<Arc<Snapshot>>, poll);
@@ -107,10 +236,12 @@ async fn stream_handler(
             if is_new && latest.agent.collections > 0 {
                 let event = snapshot_event(&latest);
                 sent = Some(latest);
-                return Some((Ok(event), (cell, sent, poll)));
+                return Some((Ok::<_, std::convert::Infallible>(event), (cell, sent, poll)));
             }
             poll.tick().await;
         }
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(STREAM_KEEP_ALIVE))
+    let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(STREAM_KEEP_ALIVE));
+    // Not ended by --web.request-timeout, only by a client that stops reading.
+    (Extension(serve::LongLived), sse)
 }

@@ -103,9 +103,12 @@ fn kernel_has_uprobe_multi(release: &str) -> bool {
 }
 
 fn rows_from_agent(base_url: &str, pids: &[u32]) -> Result<(Vec<Row>, Option<AttachMode>)> {
-    let url = format!("{}/api/v1/snapshot", base_url.trim_end_matches('/'));
+    let target = format!("{}/api/v1/snapshot", base_url.trim_end_matches('/'));
+    // A password in the URL (basic auth) is sent, never shown.
+    let url = crate::tui::feed::redacted(&target);
+    let base_url = crate::tui::feed::redacted(base_url);
     let mut response =
-        ureq::get(&url).call().with_context(|| format!("asking the agent at {url}"))?;
+        ureq::get(&target).call().with_context(|| format!("asking the agent at {url}"))?;
     let body = response.body_mut().read_to_string().context("reading the agent's answer")?;
     let snapshot: Snapshot = serde_json::from_str(&body)
         .with_context(|| format!("{url} did not answer with a golens snapshot"))?;

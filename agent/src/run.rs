@@ -18,7 +18,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use aya::maps::{MapData, RingBuf};
 use golens_ebpf::{bindings, programs, ProcEvent};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     attach::ProbeRegistry,
@@ -47,18 +47,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     check_pid_targets(&filter.pids, &view)?;
 
+    let server = http::Server::new(&args.web, args.listen)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
     let snapshot = SnapshotCell::default();
     let ready = Arc::new(AtomicBool::new(false));
     let state = http::AppState { snapshot: snapshot.clone(), ready: ready.clone() };
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, http::router(state)).await {
-            error!(%error, "HTTP server stopped");
-        }
-    });
-    info!("serving http://{}/metrics", args.listen);
+    info!("serving {}://{}/metrics", server.scheme(), args.listen);
+    tokio::spawn(server.serve(listener, state));
 
     let loaded = preflight_ebpf(&args).and_then(|btf| load_and_attach(btf, &view, &filter, &args));
     let agent_thread: AgentThread = match loaded {

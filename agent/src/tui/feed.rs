@@ -4,10 +4,12 @@
 
 use std::{
     io::{BufRead, BufReader, Read},
+    path::Path,
     time::Duration,
 };
 
 use tokio::sync::mpsc;
+use ureq::tls::{RootCerts, TlsConfig};
 
 use crate::snapshot::{Snapshot, SCHEMA_VERSION};
 
@@ -171,22 +173,63 @@ pub fn read_events(
     }
 }
 
+/// The TLS settings for an https:// agent: trust the CA in `ca_file` (PEM),
+/// or without it Mozilla's roots, as a browser would.
+pub fn tls_config(ca_file: Option<&Path>) -> Result<TlsConfig, String> {
+    let Some(path) = ca_file else { return Ok(TlsConfig::default()) };
+    let pem = std::fs::read(path)
+        .map_err(|error| format!("cannot read --ca-file {}: {error}", path.display()))?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(format!(
+            "--ca-file {} has no PEM certificate: give the CA that signed the agent's \
+             certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(TlsConfig::builder().root_certs(RootCerts::new_with_certs(&certs)).build())
+}
+
+/// `url` without the password of its user (`https://user:***@host`), to be shown.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_string() };
+    let user = rest[..at].split(':').next().unwrap_or_default();
+    format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+}
+
 /// Connects to `base_url`'s stream and reads it into `each` (see `read_events`).
-pub fn read_stream(base_url: &str, each: impl FnMut(Snapshot) -> bool) -> Result<(), FeedError> {
-    let url = stream_url(base_url);
+/// A user and password in `base_url` are sent as basic auth.
+pub fn read_stream(
+    base_url: &str,
+    tls: &TlsConfig,
+    each: impl FnMut(Snapshot) -> bool,
+) -> Result<(), FeedError> {
+    let target = stream_url(base_url);
+    let url = redacted(&target);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .timeout_per_read(Some(READ_TIMEOUT))
+        .tls_config(tls.clone())
         .build()
         .into();
-    let response = agent.get(&url).header("Accept", "text/event-stream").call();
+    let response = agent.get(&target).header("Accept", "text/event-stream").call();
     let response = match response {
         Ok(response) => response,
         Err(ureq::Error::StatusCode(status)) => {
-            let hint = if status == 404 {
-                " (an agent older than /api/v1/stream? upgrade it, or use `golens list --agent`)"
-            } else {
-                ""
+            let hint = match status {
+                404 => {
+                    " (an agent older than /api/v1/stream? upgrade it, or use `golens list \
+                     --agent`)"
+                }
+                401 => " (the agent asks for a user and password: --connect https://USER:PASSWORD@HOST:PORT)",
+                _ => "",
             };
             return Err(FeedError::Status { url, status, hint });
         }
@@ -198,10 +241,10 @@ pub fn read_stream(base_url: &str, each: impl FnMut(Snapshot) -> bool) -> Result
 /// Reads `base_url`'s stream on a thread of its own, connecting again after
 /// a loss (every second), until the receiver is dropped or the agent turns
 /// out to speak another schema.
-pub fn spawn(base_url: String) -> std::io::Result<mpsc::Receiver<FeedEvent>> {
+pub fn spawn(base_url: String, tls: TlsConfig) -> std::io::Result<mpsc::Receiver<FeedEvent>> {
     let (sender, receiver) = mpsc::channel(4);
     std::thread::Builder::new().name("golens-top-feed".into()).spawn(move || loop {
-        let result = read_stream(&base_url, |snapshot| {
+        let result = read_stream(&base_url, &tls, |snapshot| {
             sender.blocking_send(FeedEvent::Snapshot(Box::new(snapshot))).is_ok()
         });
         let error = match result {
@@ -249,6 +292,17 @@ mod tests {
         assert!(parse_frame(older).unwrap_err().to_string().contains("upgrade the agent"));
         let none = r#"{"timestamp":1.0,"processes":[]}"#;
         assert!(matches!(parse_frame(none), Err(FeedError::NoSchemaVersion)));
+    }
+
+    #[test]
+    fn passwords_in_urls_are_not_shown() {
+        assert_eq!(redacted("https://prom:s3cret@node-7:9477"), "https://prom:***@node-7:9477");
+        assert_eq!(
+            redacted("https://prom:s3:cret@node-7:9477/api/v1/stream"),
+            "https://prom:***@node-7:9477/api/v1/stream"
+        );
+        assert_eq!(redacted("http://node-7:9477/a@b"), "http://node-7:9477/a@b");
+        assert_eq!(redacted("http://127.0.0.1:9477"), "http://127.0.0.1:9477");
     }
 
     #[test]

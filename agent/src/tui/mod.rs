@@ -47,8 +47,9 @@ pub fn top(args: &TopArgs) -> Result<()> {
     // terminal is restored first, then the agent stopped (which may take
     // a second or two while it detaches its probes).
     let mut local = None;
+    let tls = feed::tls_config(args.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
     let (source, base_url) = match &args.connect {
-        Some(url) => (format!("agent at {url}"), url.clone()),
+        Some(url) => (format!("agent at {}", feed::redacted(url)), url.clone()),
         None => {
             if !std::io::stdout().is_terminal() {
                 bail!("{}", not_a_terminal());
@@ -66,7 +67,7 @@ pub fn top(args: &TopArgs) -> Result<()> {
         app.only_pids = args.pids.clone();
         app.only_comms = args.comms.clone();
     }
-    runtime.block_on(run(&mut app, &base_url, local.as_mut()))
+    runtime.block_on(run(&mut app, &base_url, tls, local.as_mut()))
 }
 
 fn not_a_terminal() -> &'static str {
@@ -74,8 +75,13 @@ fn not_a_terminal() -> &'static str {
      /api/v1/snapshot (JSON) or /metrics of `golens run`, or use `golens list --agent URL`"
 }
 
-async fn run(app: &mut App, base_url: &str, mut local: Option<&mut LocalAgent>) -> Result<()> {
-    let mut feed = feed::spawn(base_url.to_string()).context("starting the feed reader")?;
+async fn run(
+    app: &mut App,
+    base_url: &str,
+    tls: ureq::tls::TlsConfig,
+    mut local: Option<&mut LocalAgent>,
+) -> Result<()> {
+    let mut feed = feed::spawn(base_url.to_string(), tls).context("starting the feed reader")?;
     // The first snapshot before the terminal is taken over: an agent that
     // cannot be reached, or speaks another schema, is a plain error message.
     let first = tokio::time::timeout(FIRST_SNAPSHOT_TIMEOUT, feed.recv()).await;
@@ -90,7 +96,7 @@ async fn run(app: &mut App, base_url: &str, mut local: Option<&mut LocalAgent>) 
         Ok(None) => bail!("the feed reader stopped before the first snapshot"),
         Err(_) => bail!(
             "no snapshot from {} within {} s",
-            feed::stream_url(base_url),
+            feed::redacted(&feed::stream_url(base_url)),
             FIRST_SNAPSHOT_TIMEOUT.as_secs()
         ),
     }
