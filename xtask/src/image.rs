@@ -155,7 +155,11 @@ fn build_in(container: &str, rootfs: &Path, version: &str, tags: &[String]) -> R
 }
 
 fn check_buildah() -> Result<()> {
-    match Command::new("buildah").arg("--version").output() {
+    check_buildah_at("buildah")
+}
+
+fn check_buildah_at(program: &str) -> Result<()> {
+    match Command::new(program).arg("--version").output() {
         Ok(output) if output.status.success() => Ok(()),
         Ok(output) => bail!(
             "`buildah --version` failed ({}): {}",
@@ -306,6 +310,14 @@ mod tests {
         let error = parse_ldd("\tlibfoo.so.1 => not found\n").unwrap_err().to_string();
         assert!(error.contains("libfoo.so.1"), "{error}");
         assert!(parse_ldd("\tsomething odd\n").is_err());
+    }
+
+    #[test]
+    fn a_missing_buildah_says_how_to_install_it() {
+        let error = check_buildah_at("/nonexistent/buildah").unwrap_err().to_string();
+        assert!(error.starts_with("buildah is not installed"), "{error}");
+        assert!(error.contains("cargo xtask setup"), "{error}");
+        assert!(error.contains("apt-get install buildah"), "{error}");
     }
 
     #[test]
