@@ -13,7 +13,13 @@ fn main() -> std::process::ExitCode {
         && std::env::var_os("GOLENS_LOG").is_none();
     let level = if quiet { "warn" } else { cli.log.as_str() };
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: a container's or a journal's log stays plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
 
     let result = match cli.command.unwrap_or(cli::Command::Run(cli::RunArgs::default())) {
         cli::Command::Run(args) => tokio_runtime().and_then(|rt| rt.block_on(run::run(args))),

@@ -120,7 +120,8 @@ type AgentThread = Box<dyn FnOnce(&AtomicBool, &SnapshotCell, &AtomicBool) -> Re
 pub(crate) fn preflight_ebpf(args: &RunArgs) -> Result<aya::Btf> {
     let capabilities = preflight::Capabilities::current()?;
     capabilities.check_bpf()?;
-    for warning in capabilities.warnings() {
+    preflight::check_bpf_syscall()?;
+    for warning in capabilities.warnings(preflight::kernel_version()) {
         warn!("{warning}");
     }
     Ok(probes::load_btf(args.btf.as_deref())?)
@@ -208,9 +209,13 @@ fn attach_syscall_families(kernel: &mut KernelSide, families: &[ProbeFamily]) {
     if wanted.is_empty() {
         return;
     }
+    let names = || wanted.iter().map(|f| f.name()).collect::<Vec<_>>().join(",");
+    if let Some(blocked) = preflight::perf_event_open_blocked() {
+        warn!("probe families {} are off: {blocked}", names());
+        return;
+    }
     if let Err(error) = probes::ensure_tracefs() {
-        let names: Vec<&str> = wanted.iter().map(|f| f.name()).collect();
-        warn!("probe families {} are off: {error}", names.join(","));
+        warn!("probe families {} are off: {error}", names());
         return;
     }
     for family in wanted {

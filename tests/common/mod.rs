@@ -2,6 +2,8 @@
 //! real golens binary, scrape and parse its /metrics.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod manifests;
+
 use std::{
     collections::BTreeMap,
     net::TcpListener,
@@ -177,17 +179,7 @@ impl Agent {
     /// Waits until the agent has published a snapshot taken after now (two
     /// more collections: counts from then on include everything before).
     pub fn catch_up(&self) {
-        let read = || {
-            let (_, body) = get(&format!("{}/api/v1/snapshot", self.base_url)).expect("snapshot");
-            let json: serde_json::Value = serde_json::from_str(&body).expect("snapshot JSON");
-            json["agent"]["collections"].as_u64().expect("collections")
-        };
-        let target = read() + 2;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while read() < target {
-            assert!(Instant::now() < deadline, "the agent made no collection for 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        catch_up(&self.base_url);
     }
 
     /// Polls /metrics until `done` holds or `timeout` passes; returns the last scrape.
@@ -200,6 +192,22 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// Waits until the agent at `base_url` has published a snapshot taken after
+/// now (two more collections).
+pub fn catch_up(base_url: &str) {
+    let read = || {
+        let (_, body) = get(&format!("{base_url}/api/v1/snapshot")).expect("snapshot");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("snapshot JSON");
+        json["agent"]["collections"].as_u64().expect("collections")
+    };
+    let target = read() + 2;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read() < target {
+        assert!(Instant::now() < deadline, "the agent made no collection for 30 s");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -7,18 +7,20 @@
 //!   cargo xtask bench   a Go HTTP service's CPU per request at a fixed rate, per probe family
 //!   cargo xtask bench scale   the agent's own cost with 1 to 300 idle Go processes
 //!   cargo xtask fuzz    run the parsers' fuzz targets
+//!   cargo xtask image   an OCI image of golens (buildah, offline, FROM scratch)
 
 mod bench;
 mod bench_scale;
 mod demo;
 mod fuzz;
+mod image;
 mod setup;
 mod toolchains;
 mod util;
 
 use anyhow::{bail, Context, Result};
 
-const USAGE: &str = "usage: cargo xtask <setup|build|test|demo|bench|fuzz> [options]
+const USAGE: &str = "usage: cargo xtask <setup|build|test|demo|bench|fuzz|image> [options]
 
   setup                 install missing build/test dependencies (needs root on Debian)
   build                 cargo build --release of the agent
@@ -37,7 +39,12 @@ const USAGE: &str = "usage: cargo xtask <setup|build|test|demo|bench|fuzz> [opti
                         executables: start -> ready, tracked, idle CPU, RSS, fds,
                         /metrics time and size, SIGTERM -> exit, SIGKILL -> gone
   fuzz [--seconds N]    run each parser fuzz target (agent/fuzz) for N s (default 30),
-                        seeded from a real Go binary";
+                        seeded from a real Go binary
+  image [--binary PATH] [--tag NAME:TAG]
+                        an OCI image of golens in the local container storage, built
+                        offline with buildah FROM scratch: the release binary (or PATH)
+                        and exactly the libraries ldd lists; labelled with the version;
+                        tagged localhost/golens:VERSION and :latest (or NAME:TAG)";
 
 fn main() {
     if let Err(error) = run() {
@@ -60,6 +67,7 @@ fn run() -> Result<()> {
         "demo" => demo::demo(rest),
         "bench" => bench::bench(rest),
         "fuzz" => fuzz::fuzz(rest),
+        "image" => image::image(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

@@ -2,7 +2,8 @@
 //!
 //! Debian packages only, and only those missing, so a prepared machine pays
 //! one dpkg query per package; plus a few pinned npm packages under
-//! target/npm (never installed globally), only those missing.
+//! target/npm and PyPI packages in a virtual environment at target/venv
+//! (never installed globally), only those missing.
 
 use std::{path::PathBuf, process::Command};
 
@@ -25,6 +26,21 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("hey", "fixed-rate (open-loop) HTTP load for the tests and the bench"),
     ("python3", "a multi-threaded program that is not Go, for a test"),
     ("tmux", "runs golens top in a real terminal for its tests (send-keys, capture-pane)"),
+    ("buildah", "cargo xtask image builds golens' OCI image with it, offline, FROM scratch"),
+    ("podman", "runs golens' image in real containers in the tests (DaemonSet and sidecar shapes)"),
+    ("runc", "the OCI runtime of those containers (crun refuses hosts with hybrid cgroups)"),
+    ("python3-venv", "the virtual environment of the PyPI packages below (target/venv)"),
+];
+
+/// PyPI packages, pinned, installed in the virtual environment target/venv:
+/// (package, version, why). tests/deploy.rs finds them there.
+const PYPI_PACKAGES: &[(&str, &str, &str)] = &[
+    (
+        "kubernetes-validate",
+        "1.37.0",
+        "validates deploy/*.yaml against the Kubernetes API schemas in tests/deploy.rs",
+    ),
+    ("checkov", "3.3.30", "the security linter tests/deploy.rs runs on deploy/*.yaml"),
 ];
 
 /// npm packages, pinned, installed under target/npm: (package, version, why).
@@ -41,7 +57,59 @@ const NPM_PACKAGES: &[(&str, &str, &str)] = &[
 pub fn setup() -> Result<()> {
     install_debian_packages()?;
     toolchains::install_go_toolchains()?;
-    install_npm_packages()
+    install_npm_packages()?;
+    install_pypi_packages()
+}
+
+pub fn venv_dir() -> PathBuf {
+    workspace_root().join("target/venv")
+}
+
+/// Installs the missing PYPI_PACKAGES into the virtual environment
+/// target/venv, creating it first if needed.
+fn install_pypi_packages() -> Result<()> {
+    let venv = venv_dir();
+    let missing: Vec<String> = PYPI_PACKAGES
+        .iter()
+        .filter(|(package, version, _)| !pypi_package_installed(&venv, package, version))
+        .map(|(package, version, _)| format!("{package}=={version}"))
+        .collect();
+    if missing.is_empty() {
+        step("setup: every PyPI package is installed (target/venv)");
+        return Ok(());
+    }
+    let python = venv.join("bin/python");
+    if !python.is_file() {
+        step("setup: python3 -m venv target/venv");
+        run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    for (package, version, why) in PYPI_PACKAGES {
+        if missing.contains(&format!("{package}=={version}")) {
+            step(&format!("setup: will install PyPI {package}=={version}: {why}"));
+        }
+    }
+    step(&format!("setup: pip install {} (target/venv, ~1-2 min)", missing.join(" ")));
+    run_checked(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(&missing),
+    )?;
+    for (package, version, _) in PYPI_PACKAGES {
+        if !pypi_package_installed(&venv, package, version) {
+            bail!("pip installed {package}=={version} but {} lacks it", venv.display());
+        }
+    }
+    Ok(())
+}
+
+/// Whether `package` is installed in the virtual environment `venv` at
+/// exactly `version`: its `NAME-VERSION.dist-info` folder (pip writes the
+/// name with `_` for `-`).
+fn pypi_package_installed(venv: &std::path::Path, package: &str, version: &str) -> bool {
+    let dist_info = format!("{}-{version}.dist-info", package.replace('-', "_"));
+    let Ok(libs) = std::fs::read_dir(venv.join("lib")) else { return false };
+    libs.filter_map(|entry| entry.ok())
+        .any(|python| python.path().join("site-packages").join(&dist_info).is_dir())
 }
 
 fn npm_prefix() -> PathBuf {
@@ -137,4 +205,21 @@ fn is_installed(package: &str) -> bool {
         .args(["-W", "-f=${Status}", package])
         .output()
         .is_ok_and(|out| out.status.success() && out.stdout.ends_with(b"install ok installed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pypi_package_is_installed_at_its_exact_version_only() {
+        let venv = std::env::temp_dir().join(format!("xtask-venv-test-{}", std::process::id()));
+        let site = venv.join("lib/python3.11/site-packages");
+        std::fs::create_dir_all(site.join("kubernetes_validate-1.37.0.dist-info")).unwrap();
+        assert!(pypi_package_installed(&venv, "kubernetes-validate", "1.37.0"));
+        assert!(!pypi_package_installed(&venv, "kubernetes-validate", "1.36.0"));
+        assert!(!pypi_package_installed(&venv, "checkov", "3.3.30"));
+        assert!(!pypi_package_installed(&venv.join("absent"), "checkov", "3.3.30"));
+        std::fs::remove_dir_all(&venv).unwrap();
+    }
 }

@@ -431,7 +431,9 @@ pub fn release_tracefs() {
 /// The namespace of golens' /proc, from what calibration saw of golens.
 fn pidns_config(seen: &Calibration, view: &ProcView) -> Result<Config, String> {
     if seen.seen == 0 {
-        return Err("the calibration program did not run (is tp_btf/sys_enter available?)".into());
+        return Err("the calibration program did not run (is tp_btf/sys_enter available? a \
+                    seccomp profile that blocks getpgid() hides the call from it too)"
+            .into());
     }
     let level = view.proc_level(seen.level).ok_or_else(|| {
         format!("golens is at level {} but /proc shows {} levels", seen.level, view.nspid.len())
