@@ -106,6 +106,67 @@ fn cpu_starved_process_is_blamed_on_the_scheduler() {
     assert!(verdict.contains("mostly the scheduler"), "{verdict}");
 }
 
+/// The verdict of `golens trace --pid PID --duration 3s`.
+fn verdict_of(pid: u32) -> String {
+    let output = golens()
+        .args(["trace", "--pid", &pid.to_string(), "--duration", "3s"])
+        .output()
+        .expect("golens trace");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let summary: Vec<&str> = text.lines().filter(|l| l.starts_with("summary")).collect();
+    println!("{}", summary.join("\n"));
+    text.lines().find(|l| l.starts_with("where the time went")).expect("a verdict").to_owned()
+}
+
+/// A process whose every stop-the-world waits for a goroutine that cannot be preempted
+/// (GODEBUG=asyncpreemptoff=1 and a loop that calls a function about every 4 ms): its world
+/// is stopped most of the time, with one busy thread per P (GOMAXPROCS=2 on 2 CPUs). The
+/// verdict names the GC pauses.
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn gc_bound_process_is_blamed_on_gc_pauses() {
+    let binary = build_workload_with("gcburn", "1.27.3", GoBuild::default());
+    let workload = common::ChildGuard(
+        Command::new(&binary)
+            .args(["-wait=false", "-duration", "60s", "-spin", "0", "-spin-round", "4194304"])
+            .env("GOMAXPROCS", "2")
+            .env("GODEBUG", "asyncpreemptoff=1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("gcburn"),
+    );
+    let verdict = verdict_of(workload.pid());
+    println!("{verdict}");
+    assert!(verdict.contains("mostly GC pauses"), "{verdict}");
+}
+
+/// A busy thread held to a tenth of a CPU by its cgroup's quota: it waits on its run queue
+/// most of the time, and the verdict names the quota, not the scheduler.
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn throttled_process_is_blamed_on_its_quota() {
+    let cgroup = common::CpuLimitedCgroup::create("trace-throttled").expect("a CPU cgroup");
+    cgroup.set_quota(0.1);
+    let binary = build_workload("runqburn");
+    let workload =
+        common::start_workload(&binary, &["-duration", "60s", "-workers", "1", "-sleep", "0s"]);
+    cgroup.add(workload.pid());
+    let verdict = verdict_of(workload.pid());
+    println!("{verdict}");
+    assert!(verdict.contains("mostly CPU throttling by the cgroup quota"), "{verdict}");
+    let share = |name: &str| -> f64 {
+        let after = verdict.split(name).nth(1).expect(name).trim_start();
+        after.split(" %").next().unwrap().parse().unwrap_or_else(|_| panic!("{verdict}"))
+    };
+    // Throttled about 90 % of the time (at most 100 %: one busy thread, one CPU's run queue),
+    // and waiting for it: waiting counts the throttled stretches too.
+    let throttled = share("throttled ");
+    assert!((50.0..=100.0).contains(&throttled), "{verdict}");
+    assert!(share("waiting for CPU ") >= 50.0, "{verdict}");
+}
+
 #[test]
 fn trace_needs_a_go_process() {
     let sleeper = common::ChildGuard(Command::new("sleep").arg("30").spawn().unwrap());

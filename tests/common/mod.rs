@@ -440,6 +440,15 @@ impl CpuLimitedCgroup {
         Err(reasons.join("; "))
     }
 
+    /// Limits the cgroup to `cores` CPUs (period 100 ms).
+    pub fn set_quota(&self, cores: f64) {
+        let quota = ((cores * 100_000.0) as u64).to_string();
+        let v2 = self.quota_file.ends_with("cpu.max");
+        let value = if v2 { format!("{quota} 100000") } else { quota };
+        std::fs::write(&self.quota_file, &value)
+            .unwrap_or_else(|e| panic!("writing {value} to {}: {e}", self.quota_file.display()));
+    }
+
     pub fn add(&self, pid: u32) {
         std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
             .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.dir.display()));

@@ -80,19 +80,36 @@ func allocate(n int) {
 	sink = batch
 }
 
-// spin loops without function calls: only an asynchronous preemption by
-// sysmon (after 10 ms) lets other goroutines have its P.
+// spin keeps a goroutine busy. Its inner loop has no function call: only an asynchronous
+// preemption by sysmon (after 10 ms) or a stop-the-world's signal lets other goroutines have
+// its P. With GODEBUG=asyncpreemptoff=1 it can only be stopped at the call of the next round
+// (about every millisecond), so every stop-the-world waits for it.
 func spin(stop *int32) {
 	x := uint64(1)
 	for atomic.LoadInt32(stop) == 0 {
-		for i := 0; i < 1<<20; i++ {
-			x = x*6364136223846793005 + 1442695040888963407
-		}
+		x = spinRound(x)
 	}
 	if x == 42 {
 		fmt.Fprintln(os.Stderr, "impossible")
 	}
 }
+
+// spinRoundLength is the iterations of one round (-spin-round): about 1 ms for 1<<20 here.
+var spinRoundLength = 1 << 20
+
+// spinRound calls finishRound so that it is not a leaf: the compiler leaves the stack check
+// (the synchronous preemption point) out of small leaf functions.
+//
+//go:noinline
+func spinRound(x uint64) uint64 {
+	for i := 0; i < spinRoundLength; i++ {
+		x = x*6364136223846793005 + 1442695040888963407
+	}
+	return finishRound(x)
+}
+
+//go:noinline
+func finishRound(x uint64) uint64 { return x ^ 1 }
 
 func main() {
 	cycles := flag.Int("cycles", 50, "runtime.GC() calls")
@@ -100,6 +117,7 @@ func main() {
 	wait := flag.Bool("wait", true, "start on a line from stdin, exit when stdin closes")
 	duration := flag.Duration("duration", 0, "run GC cycles for this long instead of -cycles")
 	hold := flag.Bool("hold", false, "with -wait=false: after the report, wait for stdin to close")
+	flag.IntVar(&spinRoundLength, "spin-round", spinRoundLength, "iterations of the spinning goroutine between two function calls")
 	flag.Parse()
 
 	in := bufio.NewScanner(os.Stdin)
