@@ -88,7 +88,7 @@ fn scan(
     } else {
         filter.pids.clone()
     };
-    let probes: Vec<ProbeStatus> = goruntime::probe_names()
+    let probes: Vec<ProbeStatus> = goruntime::probe_names(goruntime::UprobeFamily::DEFAULT)
         .into_iter()
         .map(|name| ProbeStatus {
             probe: name.to_string(),

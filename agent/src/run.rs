@@ -138,7 +138,10 @@ pub(crate) fn load_and_attach(
     args: &RunArgs,
 ) -> Result<(Tracker, RingBuf<MapData>)> {
     let attach_mode = args.attach_mode;
-    let goruntime = args.probes.contains(&ProbeFamily::Goruntime);
+    let uprobe_families: Vec<_> =
+        args.probes.iter().filter_map(|family| family.uprobe_family()).collect();
+    // Any runtime uprobe family (goruntime, gonetpoll) needs the uprobe programs.
+    let uprobes = !uprobe_families.is_empty();
     let mut kernel = KernelSide::load(btf, args.targets.max_processes, view)
         .context("loading golens' eBPF programs")?;
     if let Some(failure) = kernel.attach_family(programs::DISCOVERY).into_iter().next() {
@@ -155,7 +158,7 @@ pub(crate) fn load_and_attach(
     kernel.calibrate_pidns(view).context("reading pids in golens' pid namespace")?;
     attach_syscall_families(&mut kernel, &args.probes);
     let multi = match attach_mode {
-        _ if !goruntime => Err("the goruntime family is off (--probes)".to_string()),
+        _ if !uprobes => Err("the runtime uprobe families are off (--probes)".to_string()),
         AttachModeArg::PerfEvent => Err("--attach-mode perf-event".to_string()),
         AttachModeArg::Auto | AttachModeArg::UprobeMulti => kernel.load_multi_uprobes(),
     };
@@ -164,10 +167,10 @@ pub(crate) fn load_and_attach(
             kernel.mark_uprobes_loaded();
             Some(multi)
         }
-        Err(reason) if attach_mode == AttachModeArg::UprobeMulti && goruntime => {
+        Err(reason) if attach_mode == AttachModeArg::UprobeMulti && uprobes => {
             bail!("--attach-mode uprobe-multi: {reason}")
         }
-        Err(_) if !goruntime => None,
+        Err(_) if !uprobes => None,
         Err(reason) => {
             warn!(
                 "uprobe_multi links not used ({reason}); attaching one perf-event uprobe per point"
@@ -185,7 +188,10 @@ pub(crate) fn load_and_attach(
     let exec_tracking = filter.pids.is_empty();
     let mut registry =
         ProbeRegistry::new(kernel, multi, known_binaries, exec_tracking, BINARY_LINGER);
-    if !goruntime {
+    if uprobes {
+        registry.set_uprobe_families(&uprobe_families);
+    } else {
+        // The default families' probes are then listed as not attached, with why.
         registry.disable_uprobes("the goruntime probe family is off (--probes)");
     }
     let mut tracker = Tracker::new(registry, maps, filter.clone());

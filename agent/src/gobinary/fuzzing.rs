@@ -30,7 +30,7 @@ pub fn go_binary(data: &[u8]) {
             let _ = binary.return_offsets(&function);
         }
     }
-    let _ = crate::goruntime::plan::plan(&binary);
+    let _ = crate::goruntime::plan::plan(&binary, crate::goruntime::UprobeFamily::ALL);
 }
 
 /// The contents of a `.go.buildinfo` section; pointers (pre-1.18 format)

@@ -104,7 +104,8 @@ pub struct ProcessPressure {
     /// the environment the process started with, else its Go version's
     /// default applied to the current affinity mask and cgroup quota (Go 1.25+
     /// re-applies its default when those change). A `runtime.GOMAXPROCS(n)`
-    /// call in the program is not visible from outside.
+    /// call in the program is not visible from /proc (the agent's goruntime
+    /// uprobes observe it: source `observed`, set by the collector).
     pub gomaxprocs: Option<u32>,
     pub gomaxprocs_source: Option<GomaxprocsSource>,
     /// Why a field is None, by field name (e.g. `"max_fds"`).
@@ -141,6 +142,10 @@ pub enum GomaxprocsSource {
     GoDefaultCpus,
     /// Go before 1.5 defaulted to 1.
     GoDefaultOne,
+    /// Seen in the process: the `nprocs` argument of its last
+    /// `runtime.procresize` (the goruntime uprobes; not read from /proc).
+    /// Wins over the others: it includes `runtime.GOMAXPROCS(n)` calls.
+    Observed,
 }
 
 impl GomaxprocsSource {
@@ -150,6 +155,7 @@ impl GomaxprocsSource {
             GomaxprocsSource::GoDefaultCgroup => "go_default_cgroup",
             GomaxprocsSource::GoDefaultCpus => "go_default_cpus",
             GomaxprocsSource::GoDefaultOne => "go_default_one",
+            GomaxprocsSource::Observed => "observed",
         }
     }
 }
