@@ -176,7 +176,7 @@ fn list_shows_go_processes_with_their_probes_and_skips_others() {
         .find(|line| line.split_whitespace().next() == Some(&go.pid().to_string()))
         .unwrap_or_else(|| panic!("no row for the Go process {}:\n{text}", go.pid()));
     let columns: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(&columns[1..], ["runqburn-1.19", "go1.19.8", "no", "no", "6/6"], "{row}");
+    assert_eq!(&columns[1..], ["runqburn-1.19", "go1.19.8", "no", "no", "7/7"], "{row}");
     assert!(
         text.contains(
             "gc_cycle_start: runtime.gcResetMarkState, entry (stack-check jbe) (1 point)"

@@ -254,7 +254,7 @@ fn list_reports_what_the_agent_attached() {
     let text = String::from_utf8_lossy(&output.stdout);
     let row = text.lines().find(|l| l.split_whitespace().next() == Some(pid.as_str()));
     let columns: Vec<&str> = row.expect("a row for the watched pid").split_whitespace().collect();
-    assert_eq!(&columns[2..], ["go1.23.9", "yes", "yes", "6/6"], "{text}");
+    assert_eq!(&columns[2..], ["go1.23.9", "yes", "yes", "7/7"], "{text}");
     assert!(text.contains("PROBES (attached)"), "{text}");
     assert!(text.contains("attach mode: uprobe_multi links, one per binary"), "{text}");
 }
@@ -429,4 +429,189 @@ fn probe_families_switch_off_and_their_metrics_are_absent() {
         }
     }
     workload.finish();
+}
+
+/// A process of tests/workloads/pressure in `-mode gomaxprocs`, copied under
+/// its own comm: each line sent is a runtime.GOMAXPROCS(N) call.
+struct Gomaxprocs {
+    child: common::ChildGuard,
+    stdout: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    pid: String,
+}
+
+impl Gomaxprocs {
+    /// Starts `command` (the workload, or a launcher that execs it) and
+    /// waits for its "ready".
+    fn start(command: &mut Command) -> Gomaxprocs {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(stdout.next().unwrap().unwrap(), "ready");
+        let pid = child.id().to_string();
+        Gomaxprocs { child: common::ChildGuard(child), stdout, pid }
+    }
+
+    /// Sends one line; returns what the workload printed ("gomaxprocs N was M numgc G").
+    fn say(&mut self, line: &str) -> String {
+        let stdin = self.child.0.stdin.as_mut().expect("piped stdin");
+        std::io::Write::write_all(stdin, format!("{line}\n").as_bytes()).unwrap();
+        self.stdout.next().expect("a result line").expect("result")
+    }
+}
+
+/// `golens_go_gomaxprocs` of a pid: (value, source) of its one series.
+fn gomaxprocs_of(metrics: &Metrics, pid: &str) -> Option<(f64, String)> {
+    let sample = metrics.find("golens_go_gomaxprocs", &[("pid", pid)])?;
+    let series = metrics
+        .samples
+        .iter()
+        .filter(|s| s.name == "golens_go_gomaxprocs" && s.labels["pid"] == pid)
+        .count();
+    assert_eq!(series, 1, "one GOMAXPROCS series per process: {}", metrics.text);
+    Some((sample.value, sample.labels["source"].clone()))
+}
+
+/// The GOMAXPROCS the runtime applies, seen by the runtime.procresize probe
+/// (goruntime family):
+/// - a process tracked by the kernel from its exec, started with
+///   GOMAXPROCS=5: `observed` 5 before it ever stopped the world (its
+///   schedinit's procresize), then 3 and 2 as it calls runtime.GOMAXPROCS,
+///   never the environment's 5 again;
+/// - a process attached after its start: the /proc rule (its Go version's
+///   default, source go_default_cpus) until it changes GOMAXPROCS, then
+///   `observed`.
+#[test]
+#[ignore = "privileged: attaches uprobes; run `cargo xtask test` as root"]
+fn gomaxprocs_is_observed_from_exec_and_at_every_change() {
+    const COMM: &str = "gl-gomaxprocs";
+    let built = build_workload_with("pressure", "1.27.3", STRIPPED);
+    let binary = built.with_file_name(COMM);
+    let _ = std::fs::remove_file(&binary);
+    std::fs::copy(&built, &binary).unwrap();
+    let args = ["-mode", "gomaxprocs", "-count", "3"];
+
+    // Started before the agent: its schedinit is long past when golens attaches.
+    let mut late = Gomaxprocs::start(Command::new(&binary).args(args).env_remove("GOMAXPROCS"));
+    let agent = Agent::start(&["--comm", COMM]);
+    let attached = |m: &Metrics, pid: &str| {
+        m.value("golens_probe_attached", &[("pid", pid), ("probe", "gomaxprocs")]) == Some(1.0)
+    };
+    let metrics = agent.wait_for(Duration::from_secs(10), |m| {
+        attached(m, &late.pid) && gomaxprocs_of(m, &late.pid).is_some()
+    });
+    assert!(attached(&metrics, &late.pid), "procresize probe: {}", metrics.text);
+    let cpus = std::fs::read_to_string(format!("/proc/{}/status", late.pid))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|list| {
+            list.trim()
+                .split(',')
+                .map(|range| match range.split_once('-') {
+                    Some((a, b)) => b.parse::<u32>().unwrap() - a.parse::<u32>().unwrap() + 1,
+                    None => 1,
+                })
+                .sum::<u32>()
+        })
+        .unwrap();
+    assert_eq!(
+        gomaxprocs_of(&metrics, &late.pid),
+        Some((f64::from(cpus), "go_default_cpus".to_string())),
+        "attached after its start, no stop-the-world since: the /proc rule"
+    );
+
+    // The binary is probed now: a new process of it is tracked by the kernel
+    // from its exec, before schedinit runs.
+    let from_exec_before = metrics
+        .value("golens_agent_processes_tracked_total", &[("how", "kernel_exec")])
+        .unwrap_or(0.0);
+    let mut early = Gomaxprocs::start(Command::new(&binary).args(args).env("GOMAXPROCS", "5"));
+    let pid = early.pid.clone();
+    let metrics = agent.wait_for(Duration::from_secs(10), |m| gomaxprocs_of(m, &pid).is_some());
+    let from_exec = metrics
+        .value("golens_agent_processes_tracked_total", &[("how", "kernel_exec")])
+        .unwrap_or(0.0);
+    assert!(from_exec > from_exec_before, "not tracked from exec: {}", metrics.text);
+    assert_eq!(
+        gomaxprocs_of(&metrics, &pid),
+        Some((5.0, "observed".to_string())),
+        "schedinit's procresize(5), seen from exec"
+    );
+
+    for (line, expected) in [("go", 3.0), ("2", 2.0)] {
+        let said = early.say(line);
+        let metrics = agent.wait_for(Duration::from_secs(10), |m| {
+            gomaxprocs_of(m, &pid).is_some_and(|(value, _)| value == expected)
+        });
+        println!("{said}: golens {:?}", gomaxprocs_of(&metrics, &pid));
+        assert!(said.starts_with(&format!("gomaxprocs {expected} ")), "{said}");
+        assert_eq!(
+            gomaxprocs_of(&metrics, &pid),
+            Some((expected, "observed".to_string())),
+            "runtime.GOMAXPROCS({expected}) over GOMAXPROCS=5 in the environment"
+        );
+    }
+
+    let said = late.say("go");
+    let metrics = agent.wait_for(Duration::from_secs(10), |m| {
+        gomaxprocs_of(m, &late.pid).is_some_and(|(_, source)| source == "observed")
+    });
+    println!("{said}: golens {:?}", gomaxprocs_of(&metrics, &late.pid));
+    assert_eq!(gomaxprocs_of(&metrics, &late.pid), Some((3.0, "observed".to_string())));
+}
+
+/// The opt-in gonetpoll family: runtime.netpoll calls of a Go HTTP server
+/// serving a fixed number of requests, by mode; absent (not 0) when the
+/// family is off.
+#[test]
+#[ignore = "privileged: attaches uprobes; run `cargo xtask test` as root"]
+fn netpoll_calls_by_mode_with_gonetpoll_and_absent_without() {
+    const REQUESTS: u32 = 200;
+    let binary = build_workload_with("demo", "1.27.3", STRIPPED);
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let demo = common::start_workload(&binary, &["-listen", &listen]);
+    let pid = demo.pid().to_string();
+    let calls = |m: &Metrics, mode: &str| {
+        m.value("golens_go_netpoll_calls_total", &[("pid", &pid), ("mode", mode)])
+    };
+
+    let agent = Agent::start(&["--pid", &pid, "--probes", "goruntime,gonetpoll"]);
+    let before = agent.wait_for(Duration::from_secs(10), |m| calls(m, "blocking").is_some());
+    assert_eq!(
+        before.value("golens_probe_attached", &[("pid", &pid), ("probe", "netpoll")]),
+        Some(1.0),
+        "{}",
+        before.text
+    );
+    for _ in 0..REQUESTS {
+        let (code, _) = common::get(&format!("http://{listen}/health")).expect("the demo answers");
+        assert_eq!(code, 200);
+    }
+    agent.catch_up();
+    let after = agent.metrics();
+    let delta = |mode: &str| calls(&after, mode).unwrap_or(0.0) - calls(&before, mode).unwrap();
+    let (blocking, nonblocking, timed) = (delta("blocking"), delta("nonblocking"), delta("timed"));
+    println!(
+        "{REQUESTS} requests: runtime.netpoll calls blocking {blocking}, nonblocking \
+         {nonblocking}, timed {timed} ({:.2} per request)",
+        (blocking + nonblocking + timed) / f64::from(REQUESTS)
+    );
+    assert!(nonblocking > 0.0, "no non-blocking poll seen");
+    assert!(blocking > 0.0, "no blocking poll seen: the idle server waits in netpoll(-1)");
+    drop(agent);
+
+    // Off by default: the series are absent, the runtime family is there.
+    let agent = Agent::start(&["--pid", &pid]);
+    let metrics = agent.wait_for(Duration::from_secs(10), |m| {
+        m.value("golens_probe_attached", &[("pid", &pid), ("probe", "gomaxprocs")]) == Some(1.0)
+    });
+    assert_eq!(
+        metrics.value("golens_probe_attached", &[("pid", &pid), ("probe", "gomaxprocs")]),
+        Some(1.0)
+    );
+    assert!(metrics.find("golens_go_netpoll_calls_total", &[("pid", &pid)]).is_none());
+    assert!(metrics
+        .find("golens_probe_attached", &[("pid", &pid), ("probe", "netpoll")])
+        .is_none());
 }
