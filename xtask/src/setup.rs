@@ -25,6 +25,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("hey", "fixed-rate (open-loop) HTTP load for the tests and the bench"),
     ("python3", "a multi-threaded program that is not Go, for a test"),
     ("tmux", "runs golens top in a real terminal for its tests (send-keys, capture-pane)"),
+    (
+        "iptables",
+        "a `ct state` rule makes a test's network namespace track connections (conntrack)",
+    ),
 ];
 
 /// npm packages, pinned, installed under target/npm: (package, version, why).
