@@ -343,6 +343,13 @@ fn binary_without_build_info_gets_probes_but_no_reason_decoding() {
             "{probe}"
         );
     }
+    // procresize's argument in AX needs the register ABI: not read on a guess.
+    assert_eq!(
+        metrics.value("golens_probe_attached", &[("pid", &pid), ("probe", "gomaxprocs")]),
+        Some(0.0)
+    );
+    // Nor guessed from /proc: no version, no default rule (and no GOMAXPROCS variable).
+    assert!(metrics.find("golens_go_gomaxprocs", &[("pid", &pid)]).is_none());
 
     let report = workload.run_cycles();
     agent.catch_up();
