@@ -166,8 +166,10 @@ struct golens_proc_event {
 };
 _Static_assert(sizeof(struct golens_proc_event) == 32, "golens_proc_event size");
 
-/* Values of the tracked map. */
-#define GOLENS_TRACKED_BY_AGENT 0 /* inserted by userspace */
+/* Values of the tracked map. BY_EXEC: tracked by the exec handler at an
+ * exec userspace has not adopted yet; userspace rewrites it to BY_AGENT
+ * when it adopts the process (keeping the stats the handler zeroed). */
+#define GOLENS_TRACKED_BY_AGENT 0 /* inserted or adopted by userspace */
 #define GOLENS_TRACKED_BY_EXEC 1  /* inserted by the exec handler */
 
 /*

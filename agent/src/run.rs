@@ -284,6 +284,7 @@ fn agent_loop(
                 batch.push(event);
             }
         }
+        drop_superseded_execs(&mut batch);
         for event in batch.drain(..) {
             handle_event(&mut tracker, &event);
         }
@@ -294,6 +295,29 @@ fn agent_loop(
     };
     tracker.registry.shutdown();
     result
+}
+
+/// Drops each exec record followed, in the same batch, by another exec of
+/// the same process: a launcher's (`sh -c 'exec app'`, `env X=1 app`), whose
+/// /proc/PID/exe already names the next program. Handled, it would inspect
+/// and track the app under the launcher's exec record, and note the
+/// launcher's binary key as the app's (making every exec of the launcher
+/// tracked by the kernel). The tracker copes with a launcher's record read
+/// in an earlier batch than the app's when the kernel tracked the app.
+fn drop_superseded_execs(batch: &mut Vec<ProcEvent>) {
+    let is_exec = |event: &ProcEvent| event.kind == bindings::GOLENS_PROC_EXEC;
+    let mut later_exec = std::collections::HashSet::new();
+    let mut keep = vec![true; batch.len()];
+    for (index, event) in batch.iter().enumerate().rev() {
+        if is_exec(event) && !later_exec.insert(event.tgid) {
+            keep[index] = false;
+        }
+    }
+    let mut index = 0;
+    batch.retain(|_| {
+        index += 1;
+        keep[index - 1]
+    });
 }
 
 fn handle_event(tracker: &mut Tracker, event: &ProcEvent) {
@@ -371,4 +395,35 @@ fn parse_proc_event(bytes: &[u8]) -> Option<ProcEvent> {
     // SAFETY: length checked; ProcEvent is plain old data; read_unaligned
     // makes no alignment assumption about the ring buffer record.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ProcEvent>()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: u32, tgid: u32, ino: u64) -> ProcEvent {
+        let mut event = ProcEvent { kind, tgid, ..ProcEvent::default() };
+        event.binary.ino = ino;
+        event
+    }
+
+    #[test]
+    fn only_the_last_exec_of_a_process_in_a_batch_is_kept() {
+        use bindings::{GOLENS_PROC_EXEC as EXEC, GOLENS_PROC_EXIT as EXIT};
+        let mut batch = vec![
+            event(EXEC, 10, 1), // sh, then
+            event(EXEC, 11, 5),
+            event(EXEC, 10, 2), // env, then
+            event(EXIT, 11, 0),
+            event(EXEC, 10, 3), // the app
+            event(EXEC, 12, 4),
+        ];
+        drop_superseded_execs(&mut batch);
+        let kept: Vec<(u32, u32, u64)> =
+            batch.iter().map(|e| (e.kind, e.tgid, e.binary.ino)).collect();
+        assert_eq!(kept, [(EXEC, 11, 5), (EXIT, 11, 0), (EXEC, 10, 3), (EXEC, 12, 4)]);
+        let mut empty = Vec::new();
+        drop_superseded_execs(&mut empty);
+        assert!(empty.is_empty());
+    }
 }
