@@ -28,6 +28,7 @@ mod host;
 mod netns;
 mod ports;
 mod process;
+pub mod runtime_memory;
 
 #[cfg(test)]
 mod privileged_tests;
