@@ -614,7 +614,7 @@ def scheduler_and_cpu():
                      [target(f"sum by ({PROCESS}) (rate({process('golens_cgroup_cpu_throttled_seconds_total')}[{RATE}]))",
                              PROCESS_LEGEND)], "s", steps=((0.1, "red"),), line=True), w=12)
     b.add(timeseries("GOMAXPROCS and CPU quota (cores)", "GOMAXPROCS (by where it comes from: "
-                     "observed is what the runtime applied, seen by a uprobe) and "
+                     "observed is the runtime's own value, read from its memory) and "
                      "the cgroup's quota in cores: more Ps than quota means throttling. Set "
                      "GOMAXPROCS to the quota rounded up, or use Go 1.25+.",
                      [target(process("golens_go_gomaxprocs"), "GOMAXPROCS ({{source}}) " + PROCESS_LEGEND),

@@ -254,7 +254,7 @@ fn list_reports_what_the_agent_attached() {
     let text = String::from_utf8_lossy(&output.stdout);
     let row = text.lines().find(|l| l.split_whitespace().next() == Some(pid.as_str()));
     let columns: Vec<&str> = row.expect("a row for the watched pid").split_whitespace().collect();
-    assert_eq!(&columns[2..], ["go1.23.9", "yes", "yes", "7/7"], "{text}");
+    assert_eq!(&columns[2..], ["go1.23.9", "yes", "yes", "6/6"], "{text}");
     assert!(text.contains("PROBES (attached)"), "{text}");
     assert!(text.contains("attach mode: uprobe_multi links, one per binary"), "{text}");
 }
@@ -343,12 +343,9 @@ fn binary_without_build_info_gets_probes_but_no_reason_decoding() {
             "{probe}"
         );
     }
-    // procresize's argument in AX needs the register ABI: not read on a guess.
-    assert_eq!(
-        metrics.value("golens_probe_attached", &[("pid", &pid), ("probe", "gomaxprocs")]),
-        Some(0.0)
-    );
-    // Nor guessed from /proc: no version, no default rule (and no GOMAXPROCS variable).
+    // No GOMAXPROCS: stripped, so runtime.gomaxprocs is only found by decoding,
+    // which needs a known version; nor from /proc: no version, no default rule
+    // (and no GOMAXPROCS variable). Absent, never guessed.
     assert!(metrics.find("golens_go_gomaxprocs", &[("pid", &pid)]).is_none());
 
     let report = workload.run_cycles();
@@ -479,36 +476,9 @@ fn gomaxprocs_of(metrics: &Metrics, pid: &str) -> Option<(f64, String)> {
     Some((sample.value, sample.labels["source"].clone()))
 }
 
-/// The GOMAXPROCS the runtime applies, seen by the runtime.procresize probe
-/// (goruntime family):
-/// - a process tracked by the kernel from its exec, started with
-///   GOMAXPROCS=5: `observed` 5 before it ever stopped the world (its
-///   schedinit's procresize), then 3 and 2 as it calls runtime.GOMAXPROCS,
-///   never the environment's 5 again;
-/// - a process attached after its start: the /proc rule (its Go version's
-///   default, source go_default_cpus) until it changes GOMAXPROCS, then
-///   `observed`.
-#[test]
-#[ignore = "privileged: attaches uprobes; run `cargo xtask test` as root"]
-fn gomaxprocs_is_observed_from_exec_and_at_every_change() {
-    const COMM: &str = "gl-gomaxprocs";
-    let built = build_workload_with("pressure", "1.27.3", STRIPPED);
-    let binary = built.with_file_name(COMM);
-    let _ = std::fs::remove_file(&binary);
-    std::fs::copy(&built, &binary).unwrap();
-    let args = ["-mode", "gomaxprocs", "-count", "3"];
-
-    // Started before the agent: its schedinit is long past when golens attaches.
-    let mut late = Gomaxprocs::start(Command::new(&binary).args(args).env_remove("GOMAXPROCS"));
-    let agent = Agent::start(&["--comm", COMM]);
-    let attached = |m: &Metrics, pid: &str| {
-        m.value("golens_probe_attached", &[("pid", pid), ("probe", "gomaxprocs")]) == Some(1.0)
-    };
-    let metrics = agent.wait_for(Duration::from_secs(10), |m| {
-        attached(m, &late.pid) && gomaxprocs_of(m, &late.pid).is_some()
-    });
-    assert!(attached(&metrics, &late.pid), "procresize probe: {}", metrics.text);
-    let cpus = std::fs::read_to_string(format!("/proc/{}/status", late.pid))
+/// The CPUs `pid` may run on (its Cpus_allowed_list).
+fn cpus_allowed(pid: &str) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
@@ -521,51 +491,153 @@ fn gomaxprocs_is_observed_from_exec_and_at_every_change() {
                 })
                 .sum::<u32>()
         })
-        .unwrap();
-    assert_eq!(
-        gomaxprocs_of(&metrics, &late.pid),
-        Some((f64::from(cpus), "go_default_cpus".to_string())),
-        "attached after its start, no stop-the-world since: the /proc rule"
-    );
+        .unwrap()
+}
 
-    // The binary is probed now: a new process of it is tracked by the kernel
-    // from its exec, before schedinit runs.
-    let from_exec_before = metrics
-        .value("golens_agent_processes_tracked_total", &[("how", "kernel_exec")])
-        .unwrap_or(0.0);
-    let mut early = Gomaxprocs::start(Command::new(&binary).args(args).env("GOMAXPROCS", "5"));
-    let pid = early.pid.clone();
-    let metrics = agent.wait_for(Duration::from_secs(10), |m| gomaxprocs_of(m, &pid).is_some());
-    let from_exec = metrics
-        .value("golens_agent_processes_tracked_total", &[("how", "kernel_exec")])
-        .unwrap_or(0.0);
-    assert!(from_exec > from_exec_before, "not tracked from exec: {}", metrics.text);
-    assert_eq!(
-        gomaxprocs_of(&metrics, &pid),
-        Some((5.0, "observed".to_string())),
-        "schedinit's procresize(5), seen from exec"
-    );
+/// The pressure workload built with `version`/`build`, copied to `dir/COMM`
+/// (one comm for every build, each its own inode).
+fn gomaxprocs_workload(version: &str, build: GoBuild, dir: &str) -> std::path::PathBuf {
+    const COMM: &str = "gl-gomaxprocs";
+    let built = build_workload_with("pressure", version, build);
+    let dir = built.with_file_name(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = dir.join(COMM);
+    let _ = std::fs::remove_file(&binary);
+    std::fs::copy(&built, &binary).unwrap();
+    binary
+}
 
-    for (line, expected) in [("go", 3.0), ("2", 2.0)] {
-        let said = early.say(line);
-        let metrics = agent.wait_for(Duration::from_secs(10), |m| {
-            gomaxprocs_of(m, &pid).is_some_and(|(value, _)| value == expected)
-        });
-        println!("{said}: golens {:?}", gomaxprocs_of(&metrics, &pid));
-        assert!(said.starts_with(&format!("gomaxprocs {expected} ")), "{said}");
+/// GOMAXPROCS read from the runtime's own `runtime.gomaxprocs` in the
+/// process's memory at each collection (source `observed`; no probe, no
+/// trap in the target), on a binary with `.symtab` (Go 1.27, address from
+/// the symbol) and a stripped PIE one (Go 1.21, address decoded from the
+/// code, plus the load bias):
+/// - a process found already running, which called runtime.GOMAXPROCS(N)
+///   before golens started, reads N from the first collection (a rule from
+///   /proc would say its CPU count);
+/// - a process started with GOMAXPROCS=5 reads 5, then 3 and 2 as it calls
+///   runtime.GOMAXPROCS, never the environment's 5 again.
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn gomaxprocs_is_read_from_the_runtime_at_every_change() {
+    let builds = [
+        ("1.27.3", GoBuild::default(), "gomaxprocs-symtab"),
+        ("1.21.13", GoBuild { stripped: true, pie: true, cgo: false }, "gomaxprocs-decoded"),
+    ];
+    let binaries: Vec<_> = builds
+        .iter()
+        .map(|&(version, build, dir)| gomaxprocs_workload(version, build, dir))
+        .collect();
+    let args =
+        |count: u32| ["-mode".to_string(), "gomaxprocs".into(), "-count".into(), count.to_string()];
+
+    // Started and changed before the agent: the change is long past when golens
+    // starts. Not the default rule's value: one more than the CPUs it may use
+    // (inherited from this process).
+    let count = cpus_allowed("self") + 1;
+    let late: Vec<Gomaxprocs> = binaries
+        .iter()
+        .map(|binary| {
+            let mut command = Command::new(binary);
+            let mut process = Gomaxprocs::start(command.args(args(count)).env_remove("GOMAXPROCS"));
+            let said = process.say("go");
+            assert!(said.starts_with(&format!("gomaxprocs {count} ")), "{said}");
+            process
+        })
+        .collect();
+    let agent = Agent::start(&["--comm", "gl-gomaxprocs"]);
+    let metrics = agent.metrics();
+    for (process, (version, build, _)) in late.iter().zip(&builds) {
         assert_eq!(
-            gomaxprocs_of(&metrics, &pid),
-            Some((expected, "observed".to_string())),
-            "runtime.GOMAXPROCS({expected}) over GOMAXPROCS=5 in the environment"
+            gomaxprocs_of(&metrics, &process.pid),
+            Some((f64::from(count), "observed".to_string())),
+            "Go {version} {build:?}: found running, the value it set before golens started"
         );
     }
 
-    let said = late.say("go");
-    let metrics = agent.wait_for(Duration::from_secs(10), |m| {
-        gomaxprocs_of(m, &late.pid).is_some_and(|(_, source)| source == "observed")
+    for (binary, (version, build, _)) in binaries.iter().zip(&builds) {
+        let mut early =
+            Gomaxprocs::start(Command::new(binary).args(args(3)).env("GOMAXPROCS", "5"));
+        let pid = early.pid.clone();
+        let metrics = agent.wait_for(Duration::from_secs(10), |m| gomaxprocs_of(m, &pid).is_some());
+        assert_eq!(
+            gomaxprocs_of(&metrics, &pid),
+            Some((5.0, "observed".to_string())),
+            "Go {version} {build:?}: GOMAXPROCS=5 as the runtime applied it"
+        );
+        for (line, expected) in [("go", 3.0), ("2", 2.0)] {
+            let said = early.say(line);
+            assert!(said.starts_with(&format!("gomaxprocs {expected} ")), "{said}");
+            let metrics = agent.wait_for(Duration::from_secs(10), |m| {
+                gomaxprocs_of(m, &pid).is_some_and(|(value, _)| value == expected)
+            });
+            println!("Go {version} {build:?}: {said}: golens {:?}", gomaxprocs_of(&metrics, &pid));
+            assert_eq!(
+                gomaxprocs_of(&metrics, &pid),
+                Some((expected, "observed".to_string())),
+                "Go {version} {build:?}: runtime.GOMAXPROCS({expected}) over GOMAXPROCS=5"
+            );
+        }
+    }
+    drop(late);
+}
+
+/// Where golens cannot read the process's memory, GOMAXPROCS comes from
+/// /proc with the source that says how: `env` for a process started with
+/// GOMAXPROCS=4, `go_default_cpus` (its CPU count) for one without, even
+/// though both set another value with runtime.GOMAXPROCS, which only the
+/// memory read could see. This VM has no Yama LSM, the usual cause (ptrace
+/// attach denied without CAP_SYS_PTRACE, while /proc/PID/environ stays
+/// readable), so golens runs in a mount namespace where the targets'
+/// /proc/PID/mem are masked with /dev/null, as container runtimes mask
+/// /proc paths. The same processes read `observed` from an agent outside.
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn gomaxprocs_falls_back_to_proc_when_memory_cannot_be_read() {
+    let binary = gomaxprocs_workload("1.27.3", STRIPPED, "gomaxprocs-fallback");
+    let args = ["-mode", "gomaxprocs", "-count", "3"];
+    let mut with_env = Gomaxprocs::start(Command::new(&binary).args(args).env("GOMAXPROCS", "4"));
+    let mut without = Gomaxprocs::start(Command::new(&binary).args(args).env_remove("GOMAXPROCS"));
+    for process in [&mut with_env, &mut without] {
+        let said = process.say("go");
+        assert!(said.starts_with("gomaxprocs 3 "), "{said}");
+    }
+    let cpus = f64::from(cpus_allowed(&without.pid));
+    assert_ne!(cpus, 3.0, "the CPU count must differ from the value set");
+    let pids = [with_env.pid.as_str(), without.pid.as_str()];
+
+    let masked = Agent::start_as(|listen| {
+        let masks: Vec<String> =
+            pids.iter().map(|pid| format!("mount --bind /dev/null /proc/{pid}/mem")).collect();
+        let script = format!(
+            "{} && exec \"$0\" run --pid {} --pid {} --listen {listen} --interval 250ms",
+            masks.join(" && "),
+            pids[0],
+            pids[1]
+        );
+        let mut command = Command::new("unshare");
+        command
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .arg(env!("CARGO_BIN_EXE_golens"));
+        command
     });
-    println!("{said}: golens {:?}", gomaxprocs_of(&metrics, &late.pid));
-    assert_eq!(gomaxprocs_of(&metrics, &late.pid), Some((3.0, "observed".to_string())));
+    let metrics = masked.wait_for(Duration::from_secs(10), |m| {
+        pids.iter().all(|pid| gomaxprocs_of(m, pid).is_some())
+    });
+    assert_eq!(
+        gomaxprocs_of(&metrics, pids[0]),
+        Some((4.0, "env".to_string())),
+        "{}",
+        metrics.text
+    );
+    assert_eq!(gomaxprocs_of(&metrics, pids[1]), Some((cpus, "go_default_cpus".to_string())));
+    drop(masked);
+
+    let agent = Agent::start(&["--pid", pids[0], "--pid", pids[1]]);
+    let metrics = agent.metrics();
+    for pid in pids {
+        assert_eq!(gomaxprocs_of(&metrics, pid), Some((3.0, "observed".to_string())), "{pid}");
+    }
 }
 
 /// The opt-in gonetpoll family: runtime.netpoll calls of a Go HTTP server
@@ -611,10 +683,10 @@ fn netpoll_calls_by_mode_with_gonetpoll_and_absent_without() {
     // Off by default: the series are absent, the runtime family is there.
     let agent = Agent::start(&["--pid", &pid]);
     let metrics = agent.wait_for(Duration::from_secs(10), |m| {
-        m.value("golens_probe_attached", &[("pid", &pid), ("probe", "gomaxprocs")]) == Some(1.0)
+        m.value("golens_probe_attached", &[("pid", &pid), ("probe", "gc_cycle_start")]) == Some(1.0)
     });
     assert_eq!(
-        metrics.value("golens_probe_attached", &[("pid", &pid), ("probe", "gomaxprocs")]),
+        metrics.value("golens_probe_attached", &[("pid", &pid), ("probe", "gc_cycle_start")]),
         Some(1.0)
     );
     assert!(metrics.find("golens_go_netpoll_calls_total", &[("pid", &pid)]).is_none());

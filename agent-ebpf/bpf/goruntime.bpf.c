@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * goruntime.bpf.c: GC cycles, stop-the-world pauses, sysmon preemptions and
- * the GOMAXPROCS the runtime applies (family goruntime), and netpoll calls
- * (family gonetpoll, opt-in) of tracked Go processes, from uprobes on Go
- * runtime functions.
+ * goruntime.bpf.c: GC cycles, stop-the-world pauses and sysmon preemptions
+ * (family goruntime), and netpoll calls (family gonetpoll, opt-in) of
+ * tracked Go processes, from uprobes on Go runtime functions. (GOMAXPROCS is
+ * read by userspace from the process's memory: no probe, so no trap inside
+ * the stop-the-world pause that applies it.)
  *
  * Where the probes sit (chosen in userspace by decoding the machine code):
  *   - "entry" probes sit on the function's stack-check branch (`jbe` after
@@ -31,8 +32,7 @@
  * hundred (a tiny live heap: `cargo xtask bench` measures 325-575/s on its
  * demo service); two stop-the-world pauses per cycle plus rare
  * ReadMemStats/GOMAXPROCS ones; sysmon preemptions at most one per 10 ms
- * per P; procresize once at start and once per stop-the-world (so two per
- * GC cycle). netpoll (opt-in) is the frequent one: every thread that looks
+ * per P. netpoll (opt-in) is the frequent one: every thread that looks
  * for work polls, several times per request of an HTTP service. Every
  * handler does a constant amount of work.
  *
@@ -40,9 +40,8 @@
  * Updated with plain adds, no locked instructions: the runtime itself
  * serialises what each field counts within a process (one GC cycle and one
  * stop-the-world at a time, under gcsema and worldsema; sysmon is one
- * thread; procresize runs with the world stopped), so no two probes write
- * the same field at once. The exception is netpoll_calls, which any thread
- * may count at any time: atomic adds.
+ * thread), so no two probes write the same field at once. The exception
+ * is netpoll_calls, which any thread may count at any time: atomic adds.
  *
  * Programs: with uprobe_multi links (kernel 6.6+) one program,
  * golens_goprobe, serves every point of a binary in one link, told apart by
@@ -262,24 +261,6 @@ static __always_inline int on_sysmon(struct pt_regs *regs)
 	return 0;
 }
 
-/* runtime.procresize(nprocs int32) entry: nprocs, in AX under the register
- * ABI, is the GOMAXPROCS the runtime applies. schedinit calls it once at
- * start, and startTheWorldWithSema at every start of the world (with the
- * new value after runtime.GOMAXPROCS(n), else the current one): so the
- * value is seen at start for a process tracked from exec, and otherwise at
- * its next stop-the-world (a GC cycle has two). Runs with the world stopped:
- * one writer. A morestack re-entry would only write the same value again
- * (and entry_stats skips the hit going to morestack anyway). */
-static __always_inline int on_nprocs(struct pt_regs *regs)
-{
-	struct golens_go_stats *stats = entry_stats(regs);
-	__s32 nprocs = (__s32)regs->ax;
-
-	if (stats && nprocs > 0)
-		stats->gomaxprocs = nprocs;
-	return 0;
-}
-
 /* runtime.netpoll(delay int64) entry: delay in AX. Called by every thread
  * looking for work (findRunnable: non-blocking polls, and the blocking or
  * timed poll of the last thread to go idle), by sysmon and at each start of
@@ -319,7 +300,6 @@ GOLENS_UPROBE(stwstop)
 GOLENS_UPROBE(stwdown)
 GOLENS_UPROBE(stwup)
 GOLENS_UPROBE(sysmon)
-GOLENS_UPROBE(nprocs)
 GOLENS_UPROBE(netpoll)
 
 /* Every probe of a binary in one uprobe_multi link: the cookie of the point
@@ -342,8 +322,6 @@ int golens_goprobe(struct pt_regs *regs)
 		return on_stwup(regs);
 	case GOLENS_GOPROBE_SYSMON:
 		return on_sysmon(regs);
-	case GOLENS_GOPROBE_PROCRESIZE:
-		return on_nprocs(regs);
 	case GOLENS_GOPROBE_NETPOLL:
 		return on_netpoll(regs);
 	}

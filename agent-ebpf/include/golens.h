@@ -70,10 +70,7 @@ struct golens_go_stats {
 	__u64 stw_reason;
 	__u64 tail_started_ns;      /* the runtime's mark-termination pause ended here */
 	__u64 last_time_to_stop_ns; /* of the pause in progress (for golens trace) */
-	/* The nprocs argument of the last runtime.procresize: the GOMAXPROCS
-	 * the runtime applied at start (schedinit) or at its last
-	 * start-the-world; 0 = not seen yet. */
-	__u64 gomaxprocs;
+	__u64 _pad;
 	/* runtime.netpoll calls by their delay argument (GOLENS_NETPOLL_*):
 	 * several threads poll at once, so these are atomic adds. */
 	__u64 netpoll_calls[GOLENS_NETPOLL_MODES];
@@ -145,8 +142,7 @@ _Static_assert(sizeof(struct golens_pressure_stats) == 56 + 2 * sizeof(struct go
 #define GOLENS_GOPROBE_STW_STOPPED 5
 #define GOLENS_GOPROBE_STW_STARTED 6
 #define GOLENS_GOPROBE_SYSMON 7
-#define GOLENS_GOPROBE_PROCRESIZE 8
-#define GOLENS_GOPROBE_NETPOLL 9
+#define GOLENS_GOPROBE_NETPOLL 8
 
 /* Process lifecycle records on the proc_events ring buffer. tgid is the pid
  * as golens' /proc shows it (see "pid namespaces" in common.bpf.h). */

@@ -200,8 +200,6 @@ pub mod uprobes {
     pub const STW_STOPPED: &str = "golens_stwdown";
     pub const STW_STARTED: &str = "golens_stwup";
     pub const SYSMON_PREEMPT: &str = "golens_sysmon";
-    /// runtime.procresize's entry: the GOMAXPROCS the runtime applies.
-    pub const PROCRESIZE: &str = "golens_nprocs";
     /// runtime.netpoll's entry, by its delay (family gonetpoll).
     pub const NETPOLL: &str = "golens_netpoll";
     /// Every probe above in one program, told apart by the attach cookie:
@@ -219,7 +217,6 @@ pub mod uprobes {
             STW_STOPPED => GOLENS_GOPROBE_STW_STOPPED,
             STW_STARTED => GOLENS_GOPROBE_STW_STARTED,
             SYSMON_PREEMPT => GOLENS_GOPROBE_SYSMON,
-            PROCRESIZE => GOLENS_GOPROBE_PROCRESIZE,
             NETPOLL => GOLENS_GOPROBE_NETPOLL,
             _ => return None,
         };
@@ -235,7 +232,6 @@ pub mod uprobes {
         STW_STOPPED,
         STW_STARTED,
         SYSMON_PREEMPT,
-        PROCRESIZE,
         NETPOLL,
     ];
 }

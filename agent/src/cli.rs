@@ -176,8 +176,8 @@ pub struct RunArgs {
 
     /// Probe families to attach, comma-separated: sched (run-queue latency
     /// and involuntary switches, from scheduler tracepoints), goruntime (GC
-    /// cycles, stop-the-world pauses, sysmon preemptions, the GOMAXPROCS the
-    /// runtime applies, from uprobes on the Go runtime), and from per-syscall tracepoints: vma (mappings against
+    /// cycles, stop-the-world pauses, sysmon preemptions, from uprobes on the
+    /// Go runtime), and from per-syscall tracepoints: vma (mappings against
     /// vm.max_map_count), fd (EMFILE/ENFILE), net (connect EADDRNOTAVAIL),
     /// netpoll (blocking epoll waits), timers (late timed waits,
     /// timerfd_settime). Opt-in, not in the default: gonetpoll (a uprobe on

@@ -7,8 +7,7 @@ use golens_ebpf::{GoStats, PressureStats, SchedStats};
 
 use crate::{
     goruntime::STW_REASON_NAMES,
-    limits::{self, LimitsReader},
-    pressure::GomaxprocsSource,
+    limits::LimitsReader,
     snapshot::{
         AgentSnapshot, GoRuntimeSnapshot, Log2Histogram, ProcessSnapshot, SchedSnapshot, Snapshot,
         SyscallSnapshot,
@@ -52,8 +51,7 @@ impl Collector {
         next_epoch(tracker, epoch);
         let reader = self.limits.processes();
         for (process, tracked) in processes.iter_mut().zip(tracker.processes()) {
-            process.limits = limits::read_process(&reader, process.pid, &tracked.binary);
-            prefer_observed_gomaxprocs(process);
+            process.limits = self.limits.read_process(&reader, tracked.key, &tracked.binary);
             // The peak is at least what /proc says now.
             if let (Some(peak), Some(now)) = (&mut process.syscalls.vmas_peak, process.limits.vmas)
             {
@@ -85,16 +83,6 @@ impl Collector {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         Snapshot { timestamp, processes, host, agent }
-    }
-}
-
-/// The GOMAXPROCS the runtime applied, when the probe saw it, over what
-/// /proc suggests (the environment or the version's default rule, which miss
-/// `runtime.GOMAXPROCS(n)` calls).
-fn prefer_observed_gomaxprocs(process: &mut ProcessSnapshot) {
-    if let Some(observed) = process.go.gomaxprocs {
-        process.limits.gomaxprocs = Some(observed);
-        process.limits.gomaxprocs_source = Some(GomaxprocsSource::Observed.as_str().to_string());
     }
 }
 
@@ -273,7 +261,6 @@ fn go_snapshot(stats: &GoStats) -> GoRuntimeSnapshot {
         stw_time_to_stop: by_reason(&stats.stw_time_to_stop),
         stw_pause: by_reason(&stats.stw_pause),
         stw_tail: Log2Histogram::from_kernel(&stats.stw_tail),
-        gomaxprocs: u32::try_from(stats.gomaxprocs).ok().filter(|&n| n > 0),
         netpoll_calls: golens_ebpf::NETPOLL_MODES
             .iter()
             .map(|&(index, mode)| (mode.to_string(), stats.netpoll_calls[index as usize]))
@@ -305,46 +292,11 @@ mod tests {
     }
 
     #[test]
-    fn runtime_counters_by_mode_and_observed_gomaxprocs() {
-        let mut stats = GoStats::default();
+    fn netpoll_calls_by_mode() {
+        let stats = GoStats { netpoll_calls: [5, 7, 2], ..GoStats::default() };
         let go = go_snapshot(&stats);
-        assert_eq!(go.gomaxprocs, None, "0 means not seen");
-        stats.gomaxprocs = 3;
-        stats.netpoll_calls = [5, 7, 2];
-        let go = go_snapshot(&stats);
-        assert_eq!(go.gomaxprocs, Some(3));
         let modes: Vec<(&str, u64)> =
             go.netpoll_calls.iter().map(|(mode, n)| (mode.as_str(), *n)).collect();
         assert_eq!(modes, [("blocking", 5), ("nonblocking", 7), ("timed", 2)]);
-    }
-
-    #[test]
-    fn observed_gomaxprocs_wins_over_proc_and_absent_keeps_proc() {
-        let mut process = ProcessSnapshot {
-            pid: 1,
-            comm: "app".into(),
-            exe: "/app".into(),
-            container_id: None,
-            pod_uid: None,
-            go_version: "go1.27.3".into(),
-            stripped: false,
-            pie: false,
-            sched: None,
-            go: GoRuntimeSnapshot::default(),
-            syscalls: SyscallSnapshot::default(),
-            limits: crate::snapshot::LimitsSnapshot {
-                gomaxprocs: Some(8),
-                gomaxprocs_source: Some("env".into()),
-                ..Default::default()
-            },
-            probes: Vec::new(),
-        };
-        prefer_observed_gomaxprocs(&mut process);
-        assert_eq!(process.limits.gomaxprocs, Some(8));
-        assert_eq!(process.limits.gomaxprocs_source.as_deref(), Some("env"));
-        process.go.gomaxprocs = Some(2);
-        prefer_observed_gomaxprocs(&mut process);
-        assert_eq!(process.limits.gomaxprocs, Some(2));
-        assert_eq!(process.limits.gomaxprocs_source.as_deref(), Some("observed"));
     }
 }

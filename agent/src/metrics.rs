@@ -230,9 +230,9 @@ fn encode_limits(
     }
     let mut family = encoder.encode_descriptor(
         "golens_go_gomaxprocs",
-        "GOMAXPROCS of the process, by source: observed (what the runtime applied, seen by the \
-         runtime.procresize uprobe at start and at every stop-the-world), else env (its \
-         GOMAXPROCS variable), go_default_cpus (its Go version's default: the CPUs it may use), \
+        "GOMAXPROCS of the process, by source: observed (the runtime's own runtime.gomaxprocs, \
+         read from the process's memory at each collection), else env (its GOMAXPROCS \
+         variable), go_default_cpus (its Go version's default: the CPUs it may use), \
          go_default_cgroup (Go 1.25+: the cgroup CPU quota).",
         None,
         MetricType::Gauge,

@@ -85,11 +85,6 @@ pub struct GoRuntimeSnapshot {
     /// The world still stopped after mark termination's pause (runtime bookkeeping).
     #[serde(default)]
     pub stw_tail: Log2Histogram,
-    /// The GOMAXPROCS the runtime last applied (`runtime.procresize`'s
-    /// argument); None until the process's first start or stop-the-world
-    /// under the probe.
-    #[serde(default)]
-    pub gomaxprocs: Option<u32>,
     /// `runtime.netpoll` calls by mode (`blocking`, `nonblocking`, `timed`),
     /// read whatever families are on: `metrics` exports them only when the
     /// `netpoll` probe is attached.
@@ -130,8 +125,9 @@ pub struct LimitsSnapshot {
     /// None when the cgroup has no CPU quota.
     pub cpu_quota_cores: Option<f64>,
     pub gomaxprocs: Option<u32>,
-    /// Where `gomaxprocs` comes from: observed (the runtime's own, from the
-    /// goruntime uprobes), else env, go_default_cpus, go_default_cgroup, ...
+    /// Where `gomaxprocs` comes from: observed (the runtime's own
+    /// `runtime.gomaxprocs`, read from the process's memory), else env,
+    /// go_default_cpus, go_default_cgroup, ...
     pub gomaxprocs_source: Option<String>,
 }
 

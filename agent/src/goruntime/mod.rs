@@ -43,7 +43,7 @@ impl Site {
 /// The `--probes` families made of runtime uprobes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UprobeFamily {
-    /// GC, stop-the-world, sysmon and GOMAXPROCS: rare events (a few hits
+    /// GC, stop-the-world and sysmon: rare events (a few hits
     /// per GC cycle). On by default.
     Goruntime,
     /// runtime.netpoll: several hits per request of a network service.
@@ -207,15 +207,6 @@ pub const RUNTIME_PROBES: &[RuntimeProbe] = &[
         Site::CallsTo("runtime.preemptone"),
         uprobes::SYSMON_PREEMPT,
     ),
-    // `procresize(nprocs int32) *p` (every version 1.17-1.27): nprocs in AX
-    // is the GOMAXPROCS being applied. Called by schedinit at start and by
-    // startTheWorldWithSema at every start of the world (with `newprocs`
-    // after runtime.GOMAXPROCS(n), else the current value): two hits per GC
-    // cycle, each inside the pause it ends (~0.6 us, emulated).
-    RuntimeProbe {
-        decodes_arguments: true,
-        ..probe("gomaxprocs", "runtime.procresize", Site::Entry, uprobes::PROCRESIZE)
-    },
     // `netpoll(delay int64) gList` (1.17-1.20), `(gList, int32)` (1.21+):
     // delay in AX, the same meaning in every version (<0 block, 0 poll,
     // >0 block at most delay ns). Frequent: opt-in family.

@@ -105,8 +105,9 @@ pub struct ProcessPressure {
     /// the environment the process started with, else its Go version's
     /// default applied to the current affinity mask and cgroup quota (Go 1.25+
     /// re-applies its default when those change). A `runtime.GOMAXPROCS(n)`
-    /// call in the program is not visible from /proc (the agent's goruntime
-    /// uprobes observe it: source `observed`, set by the collector).
+    /// call in the program is not visible from /proc (the agent reads the
+    /// runtime's own value from the process's memory: source `observed`,
+    /// set by `limits`).
     pub gomaxprocs: Option<u32>,
     pub gomaxprocs_source: Option<GomaxprocsSource>,
     /// Why a field is None, by field name (e.g. `"max_fds"`).
@@ -143,9 +144,9 @@ pub enum GomaxprocsSource {
     GoDefaultCpus,
     /// Go before 1.5 defaulted to 1.
     GoDefaultOne,
-    /// Seen in the process: the `nprocs` argument of its last
-    /// `runtime.procresize` (the goruntime uprobes; not read from /proc).
-    /// Wins over the others: it includes `runtime.GOMAXPROCS(n)` calls.
+    /// The runtime's own: `runtime.gomaxprocs` read from the process's
+    /// memory (`/proc/PID/mem`) at collection time. Wins over the others: it
+    /// includes `runtime.GOMAXPROCS(n)` calls.
     Observed,
 }
 
