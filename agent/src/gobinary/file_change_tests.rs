@@ -81,6 +81,7 @@ fn every_query(binary: &GoBinary) -> String {
             answers += &format!("  calls gcStart {:?}\n", binary.call_sites(&function, gc_start));
         }
     }
+    answers += &format!("gomaxprocs {:?}\n", binary.gomaxprocs_variable());
     answers
         + &format!(
             "{:?}",
