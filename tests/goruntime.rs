@@ -559,7 +559,11 @@ fn gomaxprocs_is_read_from_the_runtime_at_every_change() {
         let mut early =
             Gomaxprocs::start(Command::new(binary).args(args(3)).env("GOMAXPROCS", "5"));
         let pid = early.pid.clone();
-        let metrics = agent.wait_for(Duration::from_secs(10), |m| gomaxprocs_of(m, &pid).is_some());
+        // (A collection between its exec and its schedinit reads 0: the
+        // environment's 5 then, until the next one.)
+        let metrics = agent.wait_for(Duration::from_secs(10), |m| {
+            gomaxprocs_of(m, &pid).is_some_and(|(_, source)| source == "observed")
+        });
         assert_eq!(
             gomaxprocs_of(&metrics, &pid),
             Some((5.0, "observed".to_string())),
