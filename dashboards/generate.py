@@ -613,7 +613,8 @@ def scheduler_and_cpu():
                      "throttled by its CPU quota.",
                      [target(f"sum by ({PROCESS}) (rate({process('golens_cgroup_cpu_throttled_seconds_total')}[{RATE}]))",
                              PROCESS_LEGEND)], "s", steps=((0.1, "red"),), line=True), w=12)
-    b.add(timeseries("GOMAXPROCS and CPU quota (cores)", "GOMAXPROCS (by where it comes from) and "
+    b.add(timeseries("GOMAXPROCS and CPU quota (cores)", "GOMAXPROCS (by where it comes from: "
+                     "observed is the runtime's own value, read from its memory) and "
                      "the cgroup's quota in cores: more Ps than quota means throttling. Set "
                      "GOMAXPROCS to the quota rounded up, or use Go 1.25+.",
                      [target(process("golens_go_gomaxprocs"), "GOMAXPROCS ({{source}}) " + PROCESS_LEGEND),
@@ -645,6 +646,13 @@ def scheduler_and_cpu():
                   "waits, per bucket.",
                   f"sum by (le) (rate({process('golens_timer_lateness_seconds_bucket')}[{RATE}]))"),
           w=8)
+    b.add(timeseries("runtime.netpoll calls per second, by mode", "Calls of the Go netpoller "
+                     "(opt-in probe family gonetpoll: empty unless golens runs with --probes "
+                     "...,gonetpoll): nonblocking (a thread looking for work polls), blocking (the "
+                     "last idle thread waits for I/O), timed (it waits until the next timer at "
+                     "most).",
+                     [target(f"sum by ({PROCESS}, mode) (rate({process('golens_go_netpoll_calls_total')}[{RATE}]))",
+                             "{{mode}} " + PROCESS_LEGEND)], "ops"), w=24)
     return b
 
 

@@ -103,7 +103,8 @@ fn without_btf_it_runs_degraded() {
 }
 
 /// As an unprivileged user, golens runs degraded too, and lists that user's
-/// own Go processes.
+/// own Go processes, with the GOMAXPROCS their runtime holds (read from
+/// their memory, which needs no eBPF: a process of golens' own user).
 #[test]
 #[ignore = "privileged: run `cargo xtask test` as root"]
 fn without_capabilities_it_runs_degraded() {
@@ -114,6 +115,7 @@ fn without_capabilities_it_runs_degraded() {
             .args(nobody)
             .arg(&workload)
             .args(["-duration", "30s", "-workers", "1"])
+            .env("GOMAXPROCS", "1")
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("setpriv (util-linux)"),
@@ -134,6 +136,13 @@ fn without_capabilities_it_runs_degraded() {
             let metrics = common::Metrics::parse(&body);
             if metrics.has_pid("golens_process_info", go.pid()) {
                 assert_eq!(metrics.value("golens_agent_ebpf_available", &[]), Some(0.0));
+                let pid = go.pid().to_string();
+                let gomaxprocs = metrics
+                    .find("golens_go_gomaxprocs", &[("pid", &pid)])
+                    .map(|s| (s.value, s.labels["source"].clone()));
+                // runqburn calls runtime.GOMAXPROCS(workers + 1): 2, over the
+                // environment's 1 (which the /proc fallback would report).
+                assert_eq!(gomaxprocs, Some((2.0, "observed".to_string())), "{}", metrics.text);
                 break;
             }
         }

@@ -692,9 +692,20 @@ fn every_dashboard_and_rule_query_runs_against_a_real_prometheus() {
         start_workload(&workload("demo", DEMO), &["-listen", &demo_listen, "-selfload", "2"]);
 
     // At most two processes: a third one (idle) is skipped, so the skipped
-    // processes panel has a series.
-    let agent =
-        Agent::start(&["--comm", GCBURN, "--comm", DEMO, "--comm", IDLE, "--max-processes", "2"]);
+    // processes panel has a series. Every probe family, the opt-in
+    // gonetpoll too, so that its panel has series.
+    let agent = Agent::start(&[
+        "--comm",
+        GCBURN,
+        "--comm",
+        DEMO,
+        "--comm",
+        IDLE,
+        "--max-processes",
+        "2",
+        "--probes",
+        "sched,goruntime,vma,fd,net,netpoll,timers,gonetpoll",
+    ]);
     let tracked = agent.wait_for(Duration::from_secs(10), |m| {
         m.value("golens_agent_tracked_processes", &[]) == Some(2.0)
     });

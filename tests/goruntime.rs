@@ -343,6 +343,10 @@ fn binary_without_build_info_gets_probes_but_no_reason_decoding() {
             "{probe}"
         );
     }
+    // No GOMAXPROCS: stripped, so runtime.gomaxprocs is only found by decoding,
+    // which needs a known version; nor from /proc: no version, no default rule
+    // (and no GOMAXPROCS variable). Absent, never guessed.
+    assert!(metrics.find("golens_go_gomaxprocs", &[("pid", &pid)]).is_none());
 
     let report = workload.run_cycles();
     agent.catch_up();
@@ -429,4 +433,268 @@ fn probe_families_switch_off_and_their_metrics_are_absent() {
         }
     }
     workload.finish();
+}
+
+/// A process of tests/workloads/pressure in `-mode gomaxprocs`, copied under
+/// its own comm: each line sent is a runtime.GOMAXPROCS(N) call.
+struct Gomaxprocs {
+    child: common::ChildGuard,
+    stdout: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    pid: String,
+}
+
+impl Gomaxprocs {
+    /// Starts `command` (the workload, or a launcher that execs it) and
+    /// waits for its "ready".
+    fn start(command: &mut Command) -> Gomaxprocs {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(stdout.next().unwrap().unwrap(), "ready");
+        let pid = child.id().to_string();
+        Gomaxprocs { child: common::ChildGuard(child), stdout, pid }
+    }
+
+    /// Sends one line; returns what the workload printed ("gomaxprocs N was M numgc G").
+    fn say(&mut self, line: &str) -> String {
+        let stdin = self.child.0.stdin.as_mut().expect("piped stdin");
+        std::io::Write::write_all(stdin, format!("{line}\n").as_bytes()).unwrap();
+        self.stdout.next().expect("a result line").expect("result")
+    }
+}
+
+/// `golens_go_gomaxprocs` of a pid: (value, source) of its one series.
+fn gomaxprocs_of(metrics: &Metrics, pid: &str) -> Option<(f64, String)> {
+    let sample = metrics.find("golens_go_gomaxprocs", &[("pid", pid)])?;
+    let series = metrics
+        .samples
+        .iter()
+        .filter(|s| s.name == "golens_go_gomaxprocs" && s.labels["pid"] == pid)
+        .count();
+    assert_eq!(series, 1, "one GOMAXPROCS series per process: {}", metrics.text);
+    Some((sample.value, sample.labels["source"].clone()))
+}
+
+/// The CPUs `pid` may run on (its Cpus_allowed_list).
+fn cpus_allowed(pid: &str) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|list| {
+            list.trim()
+                .split(',')
+                .map(|range| match range.split_once('-') {
+                    Some((a, b)) => b.parse::<u32>().unwrap() - a.parse::<u32>().unwrap() + 1,
+                    None => 1,
+                })
+                .sum::<u32>()
+        })
+        .unwrap()
+}
+
+/// The pressure workload built with `version`/`build`, copied to `dir/COMM`
+/// (one comm for every build, each its own inode).
+fn gomaxprocs_workload(version: &str, build: GoBuild, dir: &str) -> std::path::PathBuf {
+    const COMM: &str = "gl-gomaxprocs";
+    let built = build_workload_with("pressure", version, build);
+    let dir = built.with_file_name(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = dir.join(COMM);
+    let _ = std::fs::remove_file(&binary);
+    std::fs::copy(&built, &binary).unwrap();
+    binary
+}
+
+/// GOMAXPROCS read from the runtime's own `runtime.gomaxprocs` in the
+/// process's memory at each collection (source `observed`; no probe, no
+/// trap in the target), on a binary with `.symtab` (Go 1.27, address from
+/// the symbol) and a stripped PIE one (Go 1.21, address decoded from the
+/// code, plus the load bias):
+/// - a process found already running, which called runtime.GOMAXPROCS(N)
+///   before golens started, reads N from the first collection (a rule from
+///   /proc would say its CPU count);
+/// - a process started with GOMAXPROCS=5 reads 5, then 3 and 2 as it calls
+///   runtime.GOMAXPROCS, never the environment's 5 again.
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn gomaxprocs_is_read_from_the_runtime_at_every_change() {
+    let builds = [
+        ("1.27.3", GoBuild::default(), "gomaxprocs-symtab"),
+        ("1.21.13", GoBuild { stripped: true, pie: true, cgo: false }, "gomaxprocs-decoded"),
+    ];
+    let binaries: Vec<_> = builds
+        .iter()
+        .map(|&(version, build, dir)| gomaxprocs_workload(version, build, dir))
+        .collect();
+    let args =
+        |count: u32| ["-mode".to_string(), "gomaxprocs".into(), "-count".into(), count.to_string()];
+
+    // Started and changed before the agent: the change is long past when golens
+    // starts. Not the default rule's value: one more than the CPUs it may use
+    // (inherited from this process).
+    let count = cpus_allowed("self") + 1;
+    let late: Vec<Gomaxprocs> = binaries
+        .iter()
+        .map(|binary| {
+            let mut command = Command::new(binary);
+            let mut process = Gomaxprocs::start(command.args(args(count)).env_remove("GOMAXPROCS"));
+            let said = process.say("go");
+            assert!(said.starts_with(&format!("gomaxprocs {count} ")), "{said}");
+            process
+        })
+        .collect();
+    let agent = Agent::start(&["--comm", "gl-gomaxprocs"]);
+    let metrics = agent.metrics();
+    for (process, (version, build, _)) in late.iter().zip(&builds) {
+        assert_eq!(
+            gomaxprocs_of(&metrics, &process.pid),
+            Some((f64::from(count), "observed".to_string())),
+            "Go {version} {build:?}: found running, the value it set before golens started"
+        );
+    }
+
+    for (binary, (version, build, _)) in binaries.iter().zip(&builds) {
+        let mut early =
+            Gomaxprocs::start(Command::new(binary).args(args(3)).env("GOMAXPROCS", "5"));
+        let pid = early.pid.clone();
+        // (A collection between its exec and its schedinit reads 0: the
+        // environment's 5 then, until the next one.)
+        let metrics = agent.wait_for(Duration::from_secs(10), |m| {
+            gomaxprocs_of(m, &pid).is_some_and(|(_, source)| source == "observed")
+        });
+        assert_eq!(
+            gomaxprocs_of(&metrics, &pid),
+            Some((5.0, "observed".to_string())),
+            "Go {version} {build:?}: GOMAXPROCS=5 as the runtime applied it"
+        );
+        for (line, expected) in [("go", 3.0), ("2", 2.0)] {
+            let said = early.say(line);
+            assert!(said.starts_with(&format!("gomaxprocs {expected} ")), "{said}");
+            let metrics = agent.wait_for(Duration::from_secs(10), |m| {
+                gomaxprocs_of(m, &pid).is_some_and(|(value, _)| value == expected)
+            });
+            println!("Go {version} {build:?}: {said}: golens {:?}", gomaxprocs_of(&metrics, &pid));
+            assert_eq!(
+                gomaxprocs_of(&metrics, &pid),
+                Some((expected, "observed".to_string())),
+                "Go {version} {build:?}: runtime.GOMAXPROCS({expected}) over GOMAXPROCS=5"
+            );
+        }
+    }
+    drop(late);
+}
+
+/// Where golens cannot read the process's memory, GOMAXPROCS comes from
+/// /proc with the source that says how: `env` for a process started with
+/// GOMAXPROCS=4, `go_default_cpus` (its CPU count) for one without, even
+/// though both set another value with runtime.GOMAXPROCS, which only the
+/// memory read could see. This VM has no Yama LSM, the usual cause (ptrace
+/// attach denied without CAP_SYS_PTRACE, while /proc/PID/environ stays
+/// readable), so golens runs in a mount namespace where the targets'
+/// /proc/PID/mem are masked with /dev/null, as container runtimes mask
+/// /proc paths. The same processes read `observed` from an agent outside.
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn gomaxprocs_falls_back_to_proc_when_memory_cannot_be_read() {
+    let binary = gomaxprocs_workload("1.27.3", STRIPPED, "gomaxprocs-fallback");
+    let args = ["-mode", "gomaxprocs", "-count", "3"];
+    let mut with_env = Gomaxprocs::start(Command::new(&binary).args(args).env("GOMAXPROCS", "4"));
+    let mut without = Gomaxprocs::start(Command::new(&binary).args(args).env_remove("GOMAXPROCS"));
+    for process in [&mut with_env, &mut without] {
+        let said = process.say("go");
+        assert!(said.starts_with("gomaxprocs 3 "), "{said}");
+    }
+    let cpus = f64::from(cpus_allowed(&without.pid));
+    assert_ne!(cpus, 3.0, "the CPU count must differ from the value set");
+    let pids = [with_env.pid.as_str(), without.pid.as_str()];
+
+    let masked = Agent::start_as(|listen| {
+        let masks: Vec<String> =
+            pids.iter().map(|pid| format!("mount --bind /dev/null /proc/{pid}/mem")).collect();
+        let script = format!(
+            "{} && exec \"$0\" run --pid {} --pid {} --listen {listen} --interval 250ms",
+            masks.join(" && "),
+            pids[0],
+            pids[1]
+        );
+        let mut command = Command::new("unshare");
+        command
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .arg(env!("CARGO_BIN_EXE_golens"));
+        command
+    });
+    let metrics = masked.wait_for(Duration::from_secs(10), |m| {
+        pids.iter().all(|pid| gomaxprocs_of(m, pid).is_some())
+    });
+    assert_eq!(
+        gomaxprocs_of(&metrics, pids[0]),
+        Some((4.0, "env".to_string())),
+        "{}",
+        metrics.text
+    );
+    assert_eq!(gomaxprocs_of(&metrics, pids[1]), Some((cpus, "go_default_cpus".to_string())));
+    drop(masked);
+
+    let agent = Agent::start(&["--pid", pids[0], "--pid", pids[1]]);
+    let metrics = agent.metrics();
+    for pid in pids {
+        assert_eq!(gomaxprocs_of(&metrics, pid), Some((3.0, "observed".to_string())), "{pid}");
+    }
+}
+
+/// The opt-in gonetpoll family: runtime.netpoll calls of a Go HTTP server
+/// serving a fixed number of requests, by mode; absent (not 0) when the
+/// family is off.
+#[test]
+#[ignore = "privileged: attaches uprobes; run `cargo xtask test` as root"]
+fn netpoll_calls_by_mode_with_gonetpoll_and_absent_without() {
+    const REQUESTS: u32 = 200;
+    let binary = build_workload_with("demo", "1.27.3", STRIPPED);
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let demo = common::start_workload(&binary, &["-listen", &listen]);
+    let pid = demo.pid().to_string();
+    let calls = |m: &Metrics, mode: &str| {
+        m.value("golens_go_netpoll_calls_total", &[("pid", &pid), ("mode", mode)])
+    };
+
+    let agent = Agent::start(&["--pid", &pid, "--probes", "goruntime,gonetpoll"]);
+    let before = agent.wait_for(Duration::from_secs(10), |m| calls(m, "blocking").is_some());
+    assert_eq!(
+        before.value("golens_probe_attached", &[("pid", &pid), ("probe", "netpoll")]),
+        Some(1.0),
+        "{}",
+        before.text
+    );
+    for _ in 0..REQUESTS {
+        let (code, _) = common::get(&format!("http://{listen}/health")).expect("the demo answers");
+        assert_eq!(code, 200);
+    }
+    agent.catch_up();
+    let after = agent.metrics();
+    let delta = |mode: &str| calls(&after, mode).unwrap_or(0.0) - calls(&before, mode).unwrap();
+    let (blocking, nonblocking, timed) = (delta("blocking"), delta("nonblocking"), delta("timed"));
+    println!(
+        "{REQUESTS} requests: runtime.netpoll calls blocking {blocking}, nonblocking \
+         {nonblocking}, timed {timed} ({:.2} per request)",
+        (blocking + nonblocking + timed) / f64::from(REQUESTS)
+    );
+    assert!(nonblocking > 0.0, "no non-blocking poll seen");
+    assert!(blocking > 0.0, "no blocking poll seen: the idle server waits in netpoll(-1)");
+    drop(agent);
+
+    // Off by default: the series are absent, the runtime family is there.
+    let agent = Agent::start(&["--pid", &pid]);
+    let metrics = agent.wait_for(Duration::from_secs(10), |m| {
+        m.value("golens_probe_attached", &[("pid", &pid), ("probe", "gc_cycle_start")]) == Some(1.0)
+    });
+    assert_eq!(
+        metrics.value("golens_probe_attached", &[("pid", &pid), ("probe", "gc_cycle_start")]),
+        Some(1.0)
+    );
+    assert!(metrics.find("golens_go_netpoll_calls_total", &[("pid", &pid)]).is_none());
+    assert!(metrics
+        .find("golens_probe_attached", &[("pid", &pid), ("probe", "netpoll")])
+        .is_none());
 }

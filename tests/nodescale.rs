@@ -9,6 +9,7 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader, Write},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     thread::sleep,
@@ -132,6 +133,103 @@ fn short_run_of_a_known_binary_is_measured_from_its_exec() {
     );
     assert_eq!(tracked_total(&metrics) - before, 1.0);
     drop(first);
+}
+
+/// A known binary started through a launcher that execs it (`sh -c 'exec
+/// app'`, `env X=1 app`: two execs, one pid) is measured from the app's exec
+/// like one started directly: every GC cycle since its exec is counted, and
+/// it is counted as tracked by the exec handler. (The launcher's own exec
+/// record, read when /proc/PID/exe already names the app, used to make
+/// userspace track it again with zeroed stats, losing everything since the
+/// exec, and count it as `exec`.)
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn known_binary_started_through_a_launcher_is_measured_from_its_exec() {
+    let binary = copies(&gcburn(), "gl-launched", 1).remove(0);
+    // The first process makes the binary known (probes attached, in known_binaries).
+    let first = common::start_workload(&binary, &["-cycles", "1"]);
+    let agent = Agent::start(&["--comm", "gl-launched"]);
+    let attached = agent.wait_for(Duration::from_secs(10), |m| {
+        m.value(
+            "golens_probe_attached",
+            &[("pid", &first.pid().to_string()), ("probe", "gc_cycle_start")],
+        ) == Some(1.0)
+    });
+    assert!(attached.has_pid("golens_go_gc_cycles_total", first.pid()), "first process not probed");
+
+    // 30 forced cycles from its first millisecond (a count, not a duration:
+    // a loaded machine makes no fewer), then it holds.
+    let run = format!("{} -wait=false -cycles 30 -spin 0 -hold", binary.display());
+    let launchers: [(&str, Vec<String>); 2] = [
+        ("sh -c 'exec …'", vec!["sh".into(), "-c".into(), format!("exec {run}")]),
+        (
+            "env X=1 …",
+            ["env", "GOLENS_LAUNCHED=1"]
+                .into_iter()
+                .map(String::from)
+                .chain(run.split(' ').map(String::from))
+                .collect(),
+        ),
+    ];
+    for (launcher, argv) in launchers {
+        let before = agent.metrics();
+        let kernel_exec_before =
+            value(&before, "golens_agent_processes_tracked_total", &[("how", "kernel_exec")]);
+        let exec_before =
+            value(&before, "golens_agent_processes_tracked_total", &[("how", "exec")]);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let (short, mut stdout) = common::start_interactive(Path::new(argv[0]), &argv[1..]);
+        let report: serde_json::Value =
+            serde_json::from_str(&stdout.next().expect("report line").expect("report")).unwrap();
+        let runtime_cycles = report["num_gc"].as_u64().expect("num_gc");
+        let pid = short.pid().to_string();
+        let metrics = agent.wait_for(Duration::from_secs(10), |m| {
+            value(m, "golens_go_gc_cycles_total", &[("pid", &pid)]) >= runtime_cycles as f64
+        });
+        let seen = value(&metrics, "golens_go_gc_cycles_total", &[("pid", &pid)]);
+        let tracked_as =
+            |how: &str| value(&metrics, "golens_agent_processes_tracked_total", &[("how", how)]);
+        println!(
+            "{launcher}: runtime NumGC {runtime_cycles}, golens {seen}; tracked as kernel_exec \
+             +{}, exec +{}",
+            tracked_as("kernel_exec") - kernel_exec_before,
+            tracked_as("exec") - exec_before
+        );
+        assert!(runtime_cycles >= 30, "{launcher}: 30 forced cycles, NumGC {runtime_cycles}");
+        assert_eq!(seen, runtime_cycles as f64, "{launcher}: every cycle since exec is seen");
+        assert_eq!(tracked_as("kernel_exec") - kernel_exec_before, 1.0, "{launcher}");
+        assert_eq!(tracked_as("exec") - exec_before, 0.0, "{launcher}: tracked once, from exec");
+        drop(short);
+    }
+    // The launchers' binaries did not become known (exec-tracked) binaries.
+    let known = known_binary_inodes(agent.child.pid());
+    assert!(!known.is_empty(), "gcburn's inode is known");
+    for launcher in ["/bin/sh", "/usr/bin/env"] {
+        let inode = std::fs::metadata(launcher).unwrap().ino();
+        assert!(!known.contains(&inode), "{launcher} is in known_binaries: {known:?}");
+    }
+    drop(first);
+}
+
+/// The inodes in the known_binaries map of the golens process `agent` (the
+/// maps behind its fds: not another golens on the host).
+fn known_binary_inodes(agent: u32) -> Vec<u64> {
+    use aya::maps::{HashMap, Map, MapData, MapInfo};
+    let fdinfo = format!("/proc/{agent}/fdinfo");
+    let map_ids = std::fs::read_dir(&fdinfo).unwrap().filter_map(|entry| {
+        let text = std::fs::read_to_string(entry.ok()?.path()).ok()?;
+        text.lines().find_map(|l| l.strip_prefix("map_id:")).and_then(|id| id.trim().parse().ok())
+    });
+    for id in map_ids {
+        let Ok(info) = MapInfo::from_id(id) else { continue };
+        if info.name_as_str() != Some("known_binaries") {
+            continue;
+        }
+        let map = Map::HashMap(MapData::from_id(id).expect("known_binaries opens"));
+        let known: HashMap<MapData, golens_ebpf::BinaryKey, u32> = map.try_into().unwrap();
+        return known.keys().map(|key| key.expect("a key").ino).collect();
+    }
+    panic!("golens {agent} holds no known_binaries map");
 }
 
 /// 100 processes of 10 binaries: 10 binaries' worth of links (not 100

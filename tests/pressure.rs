@@ -1,6 +1,7 @@
 //! Pressure against limits, created for real: fds until EMFILE, 10 000
-//! mappings, ephemeral ports until EADDRNOTAVAIL (in a network namespace
-//! the test makes, loopback only), and late timers on an overloaded CPU.
+//! mappings, ephemeral ports until EADDRNOTAVAIL and conntrack entries (in
+//! network namespaces the tests make, loopback only), and late timers on an
+//! overloaded CPU.
 //! Privileged: run by `cargo xtask test` (as root).
 
 mod common;
@@ -115,65 +116,93 @@ fn ten_thousand_mappings() {
     assert!(peak(&metrics) >= 10_000.0, "peak VMAs {}", peak(&metrics));
 }
 
-/// In a network namespace of the test's own (loopback only, 100 ephemeral
-/// ports), with golens running there too (ports are per namespace): connect
-/// until EADDRNOTAVAIL; golens counts it and sees every port of the range
-/// in use. Its HTTP port is in that namespace: scraped through nsenter.
-#[test]
-#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
-fn ephemeral_ports_until_eaddrnotavail() {
-    let binary = workload();
-    let port = common::free_port();
-    let pid_file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pressure-golens.pid");
-    let _ = std::fs::remove_file(&pid_file);
-    let script = format!(
-        "ip link set lo up && echo '40000 40099' > /proc/sys/net/ipv4/ip_local_port_range && \
-         {golens} run --comm {COMM} --interval 250ms --listen 127.0.0.1:{port} 2>/dev/null & \
-         echo $! > {pid_file} && exec {binary} -mode connect",
-        golens = env!("CARGO_BIN_EXE_golens"),
-        binary = binary.display(),
-        pid_file = pid_file.display(),
-    );
-    let mut pressure =
-        Pressure::start(Command::new("unshare").args(["--net", "sh", "-c", &script]));
-    // golens runs in the background of that shell: stop it with the test.
-    let _agent = KillOnDrop(
-        std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
-            .expect("the in-namespace golens' pid"),
-    );
-    let pid = pressure.pid();
-    let scrape = || {
+/// golens and a pressure workload in a network namespace of the test's own
+/// (loopback only): host pressure is per namespace, so golens runs there too,
+/// in the background of the shell that then execs the workload. Its HTTP
+/// port is in that namespace: scraped through nsenter.
+struct InNetNamespace {
+    pressure: Pressure,
+    port: u16,
+    _agent: KillOnDrop,
+}
+
+impl InNetNamespace {
+    /// Runs `setup` (shell commands; their failure is said on stdout, where
+    /// "ready" is expected) in the new namespace, then golens, then the
+    /// workload with `args`.
+    fn start(setup: &str, args: &str) -> InNetNamespace {
+        let binary = workload();
+        let port = common::free_port();
+        let pid_file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pressure-golens.pid");
+        let _ = std::fs::remove_file(&pid_file);
+        let script = format!(
+            "ip link set lo up && {{ {setup} || {{ echo 'setup failed: {setup}'; exit 1; }}; }} && \
+             {golens} run --comm {COMM} --interval 250ms --listen 127.0.0.1:{port} 2>/dev/null & \
+             echo $! > {pid_file} && exec {binary} {args}",
+            golens = env!("CARGO_BIN_EXE_golens"),
+            binary = binary.display(),
+            pid_file = pid_file.display(),
+        );
+        let pressure =
+            Pressure::start(Command::new("unshare").args(["--net", "sh", "-c", &script]));
+        // golens runs in the background of that shell: stop it with the test.
+        let agent = KillOnDrop(
+            std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+                .expect("the in-namespace golens' pid"),
+        );
+        InNetNamespace { pressure, port, _agent: agent }
+    }
+
+    fn scrape(&self) -> Option<Metrics> {
         let get = format!(
-            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/metrics').read().decode())"
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{}/metrics').read().decode())",
+            self.port
         );
         let output = Command::new("nsenter")
-            .args(["--net", &format!("--target={pid}"), "python3", "-c", &get])
+            .args(["--net", &format!("--target={}", self.pressure.pid()), "python3", "-c", &get])
             .output()
             .expect("nsenter (util-linux) and python3");
         output.status.success().then(|| Metrics::parse(&String::from_utf8_lossy(&output.stdout)))
-    };
-    let until = |what: &str, done: &dyn Fn(&Metrics) -> bool| -> Metrics {
+    }
+
+    /// Scrapes until `done` holds; panics saying `what` after 20 s.
+    fn until(&self, what: &str, done: &dyn Fn(&Metrics) -> bool) -> Metrics {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(metrics) = scrape().filter(|m| done(m)) {
+            if let Some(metrics) = self.scrape().filter(|m| done(m)) {
                 return metrics;
             }
             assert!(std::time::Instant::now() < deadline, "golens in the namespace: {what}");
             std::thread::sleep(Duration::from_millis(200));
         }
-    };
-    until("the workload is not tracked", &|m| {
-        m.has_pid("golens_process_info", pid.parse().unwrap())
-    });
-    let said = pressure.go();
+    }
+
+    fn wait_tracked(&self) {
+        let pid: u32 = self.pressure.pid().parse().unwrap();
+        self.until("the workload is not tracked", &|m| m.has_pid("golens_process_info", pid));
+    }
+}
+
+/// With a 100-port ephemeral range in the namespace: connect until
+/// EADDRNOTAVAIL; golens counts it and sees every port of the range in use.
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn ephemeral_ports_until_eaddrnotavail() {
+    let mut ns = InNetNamespace::start(
+        "echo '40000 40099' > /proc/sys/net/ipv4/ip_local_port_range",
+        "-mode connect",
+    );
+    ns.wait_tracked();
+    let said = ns.pressure.go();
     assert!(said.starts_with("eaddrnotavail after"), "{said}");
+    let pid = ns.pressure.pid();
     let count = |m: &Metrics| {
         m.value("golens_process_connect_eaddrnotavail_total", &[("pid", &pid)]).unwrap_or(0.0)
     };
     let used = |m: &Metrics| m.value("golens_host_ephemeral_ports_used", &[]).unwrap_or(0.0);
-    let metrics = until("EADDRNOTAVAIL or the ports in use not seen", &|m| {
+    let metrics = ns.until("EADDRNOTAVAIL or the ports in use not seen", &|m| {
         count(m) >= 1.0 && used(m) >= 100.0
     });
     println!(
@@ -185,23 +214,53 @@ fn ephemeral_ports_until_eaddrnotavail() {
     assert_eq!(metrics.value("golens_host_ephemeral_port_range_size", &[]), Some(100.0));
     // The workload closed 10 of its connections: TIME_WAIT in that namespace.
     let time_wait = |m: &Metrics| m.value("golens_host_tcp_time_wait_sockets", &[]).unwrap_or(0.0);
-    until("no TIME_WAIT socket", &|m| time_wait(m) >= 10.0);
+    ns.until("no TIME_WAIT socket", &|m| time_wait(m) >= 10.0);
     // A listener with a backlog of 1 that never accepts, in the same
     // namespace, on a port outside the exhausted range (connections to
     // another destination may reuse the range's local ports).
     let overflows = |m: &Metrics| m.value("golens_host_listen_overflows_total", &[]).unwrap_or(0.0);
-    let before = overflows(&until("no listen overflow counter", &|m| {
+    let before = overflows(&ns.until("no listen overflow counter", &|m| {
         m.value("golens_host_listen_overflows_total", &[]).is_some()
     }));
     let mut backlog = Pressure::start(
         Command::new("nsenter")
             .args(["--net", &format!("--target={pid}")])
-            .arg(&binary)
+            .arg(workload())
             .args(["-mode", "backlog", "-count", "20", "-port", "39000"]),
     );
     let said = backlog.go();
-    let metrics = until("listen overflows not counted", &|m| overflows(m) > before);
+    let metrics = ns.until("listen overflows not counted", &|m| overflows(m) > before);
     println!("{said}: listen overflows {before} -> {}", overflows(&metrics));
+}
+
+/// conntrack in the namespace. The kernel tracks a network namespace's
+/// connections only once something there uses conntrack (a `ct state`
+/// rule, NAT): a new namespace's nf_conntrack_count stays 0 whatever it
+/// does. An iptables rule matching on connection state (Debian's iptables,
+/// nf_tables backend) registers it; N connections then show as at least N
+/// more entries in golens_host_conntrack_entries. The scrapes' own
+/// connections only add to it, and nothing expires within the test (an
+/// established entry lives 5 days, a closed one 2 minutes).
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn conntrack_entries_count_new_connections() {
+    const CONNECTIONS: f64 = 50.0;
+    let mut ns = InNetNamespace::start(
+        "iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+        "-mode conns -count 50",
+    );
+    ns.wait_tracked();
+    let entries = |m: &Metrics| m.value("golens_host_conntrack_entries", &[]);
+    let before =
+        ns.until("no conntrack entries (is nf_conntrack loaded?)", &|m| entries(m).is_some());
+    let (before, max) = (entries(&before), before.value("golens_host_conntrack_max", &[]));
+    assert!(max.is_some_and(|max| max > 0.0), "nf_conntrack_max: {max:?}");
+    let said = ns.pressure.go();
+    assert_eq!(said, "connected 50");
+    let metrics = ns.until("the connections are not counted", &|m| {
+        entries(m).unwrap_or(0.0) >= before.unwrap_or(0.0) + CONNECTIONS
+    });
+    println!("{said}: conntrack entries {before:?} -> {:?} of max {max:?}", entries(&metrics));
 }
 
 #[test]

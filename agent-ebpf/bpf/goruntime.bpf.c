@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * goruntime.bpf.c: GC cycles, stop-the-world pauses and sysmon preemptions
- * of tracked Go processes, from uprobes on Go runtime functions.
+ * (family goruntime), and netpoll calls (family gonetpoll, opt-in) of
+ * tracked Go processes, from uprobes on Go runtime functions. (GOMAXPROCS is
+ * read by userspace from the process's memory: no probe, so no trap inside
+ * the stop-the-world pause that applies it.)
  *
  * Where the probes sit (chosen in userspace by decoding the machine code):
  *   - "entry" probes sit on the function's stack-check branch (`jbe` after
@@ -29,13 +32,16 @@
  * hundred (a tiny live heap: `cargo xtask bench` measures 325-575/s on its
  * demo service); two stop-the-world pauses per cycle plus rare
  * ReadMemStats/GOMAXPROCS ones; sysmon preemptions at most one per 10 ms
- * per P. Every handler does a constant amount of work.
+ * per P. netpoll (opt-in) is the frequent one: every thread that looks
+ * for work polls, several times per request of an HTTP service. Every
+ * handler does a constant amount of work.
  *
  * Map: go_stats, tgid -> struct golens_go_stats, created by userspace.
  * Updated with plain adds, no locked instructions: the runtime itself
  * serialises what each field counts within a process (one GC cycle and one
  * stop-the-world at a time, under gcsema and worldsema; sysmon is one
- * thread), so no two probes write the same field at once.
+ * thread), so no two probes write the same field at once. The exception
+ * is netpoll_calls, which any thread may count at any time: atomic adds.
  *
  * Programs: with uprobe_multi links (kernel 6.6+) one program,
  * golens_goprobe, serves every point of a binary in one link, told apart by
@@ -255,6 +261,30 @@ static __always_inline int on_sysmon(struct pt_regs *regs)
 	return 0;
 }
 
+/* runtime.netpoll(delay int64) entry: delay in AX. Called by every thread
+ * looking for work (findRunnable: non-blocking polls, and the blocking or
+ * timed poll of the last thread to go idle), by sysmon and at each start of
+ * the world, so several threads may count at once: atomic adds. Opt-in
+ * (family gonetpoll): under HTTP load it is hit several times per request
+ * (see the README). */
+static __always_inline int on_netpoll(struct pt_regs *regs)
+{
+	struct golens_go_stats *stats = entry_stats(regs);
+	__s64 delay = (__s64)regs->ax;
+	__u32 mode;
+
+	if (!stats)
+		return 0;
+	if (delay < 0)
+		mode = GOLENS_NETPOLL_BLOCKING;
+	else if (delay == 0)
+		mode = GOLENS_NETPOLL_NONBLOCKING;
+	else
+		mode = GOLENS_NETPOLL_TIMED;
+	__sync_fetch_and_add(&stats->netpoll_calls[mode], 1);
+	return 0;
+}
+
 /* One program per probe, for perf-event uprobes (no cookies needed). */
 #define GOLENS_UPROBE(name)                                \
 	SEC("uprobe")                                      \
@@ -270,6 +300,7 @@ GOLENS_UPROBE(stwstop)
 GOLENS_UPROBE(stwdown)
 GOLENS_UPROBE(stwup)
 GOLENS_UPROBE(sysmon)
+GOLENS_UPROBE(netpoll)
 
 /* Every probe of a binary in one uprobe_multi link: the cookie of the point
  * says which probe it is. An unknown cookie does nothing. */
@@ -291,6 +322,8 @@ int golens_goprobe(struct pt_regs *regs)
 		return on_stwup(regs);
 	case GOLENS_GOPROBE_SYSMON:
 		return on_sysmon(regs);
+	case GOLENS_GOPROBE_NETPOLL:
+		return on_netpoll(regs);
 	}
 	return 0;
 }

@@ -52,6 +52,12 @@ _Static_assert(sizeof(struct golens_sched_stats) == sizeof(struct golens_hist) +
  */
 #define GOLENS_STW_REASONS 17 /* runtime.stwReason values 0..16 (Go 1.21-1.27); 0 = unknown */
 #define GOLENS_STW_REASON_GC_SWEEP_TERM 2 /* stwGCSweepTerm: once per GC cycle, at its start */
+/* runtime.netpoll(delay int64): delay < 0 blocks until an fd is ready,
+ * delay == 0 only polls, delay > 0 blocks for at most delay ns (a timer). */
+#define GOLENS_NETPOLL_BLOCKING 0
+#define GOLENS_NETPOLL_NONBLOCKING 1
+#define GOLENS_NETPOLL_TIMED 2
+#define GOLENS_NETPOLL_MODES 3
 
 struct golens_go_stats {
 	__u64 gc_cycles;            /* cycles started (runtime.gcResetMarkState entry) */
@@ -65,6 +71,9 @@ struct golens_go_stats {
 	__u64 tail_started_ns;      /* the runtime's mark-termination pause ended here */
 	__u64 last_time_to_stop_ns; /* of the pause in progress (for golens trace) */
 	__u64 _pad;
+	/* runtime.netpoll calls by their delay argument (GOLENS_NETPOLL_*):
+	 * several threads poll at once, so these are atomic adds. */
+	__u64 netpoll_calls[GOLENS_NETPOLL_MODES];
 	struct golens_hist gc_cycle_duration;   /* cycle start -> gcMarkTermination's `now` */
 	struct golens_hist stw_tail; /* world still stopped after mark termination's pause */
 	/* by reason: stopTheWorldWithSema entry -> the world is stopped */
@@ -72,7 +81,8 @@ struct golens_go_stats {
 	struct golens_hist stw_pause[GOLENS_STW_REASONS]; /* the runtime's own pause window */
 };
 _Static_assert(sizeof(struct golens_go_stats) ==
-		       80 + (2 + 2 * GOLENS_STW_REASONS) * sizeof(struct golens_hist),
+		       80 + 8 * GOLENS_NETPOLL_MODES +
+			       (2 + 2 * GOLENS_STW_REASONS) * sizeof(struct golens_hist),
 	       "golens_go_stats size");
 
 /*
@@ -132,6 +142,7 @@ _Static_assert(sizeof(struct golens_pressure_stats) == 56 + 2 * sizeof(struct go
 #define GOLENS_GOPROBE_STW_STOPPED 5
 #define GOLENS_GOPROBE_STW_STARTED 6
 #define GOLENS_GOPROBE_SYSMON 7
+#define GOLENS_GOPROBE_NETPOLL 8
 
 /* Process lifecycle records on the proc_events ring buffer. tgid is the pid
  * as golens' /proc shows it (see "pid namespaces" in common.bpf.h). */
@@ -151,8 +162,10 @@ struct golens_proc_event {
 };
 _Static_assert(sizeof(struct golens_proc_event) == 32, "golens_proc_event size");
 
-/* Values of the tracked map. */
-#define GOLENS_TRACKED_BY_AGENT 0 /* inserted by userspace */
+/* Values of the tracked map. BY_EXEC: tracked by the exec handler at an
+ * exec userspace has not adopted yet; userspace rewrites it to BY_AGENT
+ * when it adopts the process (keeping the stats the handler zeroed). */
+#define GOLENS_TRACKED_BY_AGENT 0 /* inserted or adopted by userspace */
 #define GOLENS_TRACKED_BY_EXEC 1  /* inserted by the exec handler */
 
 /*

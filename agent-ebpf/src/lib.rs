@@ -200,6 +200,8 @@ pub mod uprobes {
     pub const STW_STOPPED: &str = "golens_stwdown";
     pub const STW_STARTED: &str = "golens_stwup";
     pub const SYSMON_PREEMPT: &str = "golens_sysmon";
+    /// runtime.netpoll's entry, by its delay (family gonetpoll).
+    pub const NETPOLL: &str = "golens_netpoll";
     /// Every probe above in one program, told apart by the attach cookie:
     /// what uprobe_multi links use (one link per binary).
     pub const DISPATCH: &str = "golens_goprobe";
@@ -215,6 +217,7 @@ pub mod uprobes {
             STW_STOPPED => GOLENS_GOPROBE_STW_STOPPED,
             STW_STARTED => GOLENS_GOPROBE_STW_STARTED,
             SYSMON_PREEMPT => GOLENS_GOPROBE_SYSMON,
+            NETPOLL => GOLENS_GOPROBE_NETPOLL,
             _ => return None,
         };
         Some(cookie.into())
@@ -229,8 +232,16 @@ pub mod uprobes {
         STW_STOPPED,
         STW_STARTED,
         SYSMON_PREEMPT,
+        NETPOLL,
     ];
 }
+
+/// `golens_go_stats.netpoll_calls` indexes and their metric `mode` labels.
+pub const NETPOLL_MODES: [(u32, &str); bindings::GOLENS_NETPOLL_MODES as usize] = [
+    (bindings::GOLENS_NETPOLL_BLOCKING, "blocking"),
+    (bindings::GOLENS_NETPOLL_NONBLOCKING, "nonblocking"),
+    (bindings::GOLENS_NETPOLL_TIMED, "timed"),
+];
 
 /// Indexes of the `agent_counters` per-CPU array and their metric `reason` labels.
 pub const AGENT_COUNTERS: &[(u32, &str)] = &[

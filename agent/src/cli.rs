@@ -183,8 +183,10 @@ pub struct RunArgs {
     /// Go runtime), and from per-syscall tracepoints: vma (mappings against
     /// vm.max_map_count), fd (EMFILE/ENFILE), net (connect EADDRNOTAVAIL),
     /// netpoll (blocking epoll waits), timers (late timed waits,
-    /// timerfd_settime). Discovery (exec/exit) is always on. Each family's
-    /// cost is in the README.
+    /// timerfd_settime). Opt-in, not in the default: gonetpoll (a uprobe on
+    /// runtime.netpoll counting its calls by blocking, non-blocking and timed
+    /// polls: several hits per request of a network service). Discovery
+    /// (exec/exit) is always on. Each family's cost is in the README.
     #[arg(
         long,
         value_delimiter = ',',
@@ -286,11 +288,12 @@ pub enum ProbeFamily {
     Net,
     Netpoll,
     Timers,
+    Gonetpoll,
 }
 
 impl ProbeFamily {
-    /// Every family, the default of `--probes`.
-    pub const ALL: [ProbeFamily; 7] = [
+    /// The default of `--probes`: every family but the opt-in gonetpoll.
+    pub const DEFAULT: [ProbeFamily; 7] = [
         ProbeFamily::Sched,
         ProbeFamily::Goruntime,
         ProbeFamily::Vma,
@@ -304,12 +307,22 @@ impl ProbeFamily {
     pub fn syscall_programs(self) -> Option<&'static [golens_ebpf::TracePointProgram]> {
         use golens_ebpf::syscalls;
         match self {
-            ProbeFamily::Sched | ProbeFamily::Goruntime => None,
+            ProbeFamily::Sched | ProbeFamily::Goruntime | ProbeFamily::Gonetpoll => None,
             ProbeFamily::Vma => Some(syscalls::VMA),
             ProbeFamily::Fd => Some(syscalls::FD),
             ProbeFamily::Net => Some(syscalls::NET),
             ProbeFamily::Netpoll => Some(syscalls::NETPOLL),
             ProbeFamily::Timers => Some(syscalls::TIMERS),
+        }
+    }
+
+    /// The runtime uprobe family it is, if it is one.
+    pub fn uprobe_family(self) -> Option<crate::goruntime::UprobeFamily> {
+        use crate::goruntime::UprobeFamily;
+        match self {
+            ProbeFamily::Goruntime => Some(UprobeFamily::Goruntime),
+            ProbeFamily::Gonetpoll => Some(UprobeFamily::Gonetpoll),
+            _ => None,
         }
     }
 
@@ -322,6 +335,7 @@ impl ProbeFamily {
             ProbeFamily::Net => "net",
             ProbeFamily::Netpoll => "netpoll",
             ProbeFamily::Timers => "timers",
+            ProbeFamily::Gonetpoll => "gonetpoll",
         }
     }
 }
@@ -360,7 +374,7 @@ impl Default for RunArgs {
             targets: TargetArgs { pids: Vec::new(), comms: Vec::new(), max_processes: 256 },
             btf: None,
             attach_mode: AttachModeArg::Auto,
-            probes: ProbeFamily::ALL.to_vec(),
+            probes: ProbeFamily::DEFAULT.to_vec(),
             require_ebpf: false,
             web: WebArgs::default(),
         }
@@ -466,8 +480,13 @@ mod tests {
         assert_eq!(args.probes, vec![ProbeFamily::Sched]);
         let cli = Cli::try_parse_from(["golens", "run"]).unwrap();
         let Some(Command::Run(args)) = cli.command else { panic!("run") };
-        assert_eq!(args.probes, ProbeFamily::ALL.to_vec());
+        assert_eq!(args.probes, ProbeFamily::DEFAULT.to_vec());
+        assert!(!args.probes.contains(&ProbeFamily::Gonetpoll), "gonetpoll is opt-in");
         assert!(Cli::try_parse_from(["golens", "run", "--probes", "sched,disk"]).is_err());
+        let cli =
+            Cli::try_parse_from(["golens", "run", "--probes", "goruntime,gonetpoll"]).unwrap();
+        let Some(Command::Run(args)) = cli.command else { panic!("run") };
+        assert_eq!(args.probes, vec![ProbeFamily::Goruntime, ProbeFamily::Gonetpoll]);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use golens_ebpf::{GoStats, PressureStats, SchedStats};
 
 use crate::{
     goruntime::STW_REASON_NAMES,
-    limits::{self, LimitsReader},
+    limits::LimitsReader,
     snapshot::{
         AgentSnapshot, GoRuntimeSnapshot, Log2Histogram, ProcessSnapshot, SchedSnapshot, Snapshot,
         SyscallSnapshot,
@@ -51,7 +51,7 @@ impl Collector {
         next_epoch(tracker, epoch);
         let reader = self.limits.processes();
         for (process, tracked) in processes.iter_mut().zip(tracker.processes()) {
-            process.limits = limits::read_process(&reader, process.pid, &tracked.binary);
+            process.limits = self.limits.read_process(&reader, tracked.key, &tracked.binary);
             // The peak is at least what /proc says now.
             if let (Some(peak), Some(now)) = (&mut process.syscalls.vmas_peak, process.limits.vmas)
             {
@@ -261,6 +261,10 @@ fn go_snapshot(stats: &GoStats) -> GoRuntimeSnapshot {
         stw_time_to_stop: by_reason(&stats.stw_time_to_stop),
         stw_pause: by_reason(&stats.stw_pause),
         stw_tail: Log2Histogram::from_kernel(&stats.stw_tail),
+        netpoll_calls: golens_ebpf::NETPOLL_MODES
+            .iter()
+            .map(|&(index, mode)| (mode.to_string(), stats.netpoll_calls[index as usize]))
+            .collect(),
     }
 }
 
@@ -285,5 +289,14 @@ mod tests {
         assert_eq!(snapshot.runqueue_latency.slots[20], 4);
         assert_eq!(snapshot.runqueue_latency.count, 7);
         assert_eq!(snapshot.runqueue_latency.sum_ns, 4_003_000);
+    }
+
+    #[test]
+    fn netpoll_calls_by_mode() {
+        let stats = GoStats { netpoll_calls: [5, 7, 2], ..GoStats::default() };
+        let go = go_snapshot(&stats);
+        let modes: Vec<(&str, u64)> =
+            go.netpoll_calls.iter().map(|(mode, n)| (mode.as_str(), *n)).collect();
+        assert_eq!(modes, [("blocking", 5), ("nonblocking", 7), ("timed", 2)]);
     }
 }

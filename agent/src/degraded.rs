@@ -22,8 +22,7 @@ use tracing::info;
 use crate::{
     discovery::{cgroup, procfs, Inspection, Inspector, TargetFilter},
     goruntime,
-    limits::{self, LimitsReader},
-    pressure::ProcessReader,
+    limits::LimitsReader,
     snapshot::{AgentSnapshot, ProbeStatus, ProcessSnapshot, Snapshot, SnapshotCell},
 };
 
@@ -44,7 +43,8 @@ pub fn run(
         let started = Instant::now();
         let mut discovery_errors = BTreeMap::new();
         let mut skipped = BTreeMap::new();
-        let processes = scan(filter, why, &mut inspector, &mut discovery_errors, &mut skipped);
+        let processes =
+            scan(filter, why, &mut inspector, &mut limits, &mut discovery_errors, &mut skipped);
         let host = limits.host();
         for process in &processes {
             if seen.insert(process.pid) {
@@ -80,6 +80,7 @@ fn scan(
     filter: &TargetFilter,
     why: &str,
     inspector: &mut Inspector,
+    limits: &mut LimitsReader,
     discovery_errors: &mut BTreeMap<String, u64>,
     skipped: &mut BTreeMap<String, u64>,
 ) -> Vec<ProcessSnapshot> {
@@ -88,7 +89,7 @@ fn scan(
     } else {
         filter.pids.clone()
     };
-    let probes: Vec<ProbeStatus> = goruntime::probe_names()
+    let probes: Vec<ProbeStatus> = goruntime::probe_names(goruntime::UprobeFamily::DEFAULT)
         .into_iter()
         .map(|name| ProbeStatus {
             probe: name.to_string(),
@@ -101,7 +102,7 @@ fn scan(
         })
         .collect();
     let mut processes = Vec::new();
-    let reader = ProcessReader::new();
+    let reader = limits.processes();
     for pid in pids {
         if pid == std::process::id() || !filter.may_want(pid) {
             continue;
@@ -121,6 +122,7 @@ fn scan(
             *skipped.entry("max_processes".to_string()).or_default() += 1;
             continue;
         }
+        let Ok(key) = procfs::key(pid) else { continue }; // gone
         let container = cgroup::read(pid);
         processes.push(ProcessSnapshot {
             pid,
@@ -134,7 +136,7 @@ fn scan(
             sched: None,
             go: Default::default(),
             syscalls: Default::default(),
-            limits: limits::read_process(&reader, pid, &info),
+            limits: limits.read_process(&reader, key, &info),
             probes: probes.clone(),
         });
     }

@@ -9,7 +9,10 @@ use crate::{
     cli::ListArgs,
     discovery::{procfs, Inspection, Inspector},
     gobinary::GoBinary,
-    goruntime::plan::{plan, resolve_derived},
+    goruntime::{
+        plan::{plan, resolve_derived},
+        UprobeFamily,
+    },
     snapshot::{ProbeStatus, Snapshot},
 };
 
@@ -60,7 +63,7 @@ fn rows_from_host(pids: &[u32]) -> Result<Vec<Row>> {
                 Err(_) => continue, // gone or replaced since
             },
         };
-        let plan = plan(&binary);
+        let plan = plan(&binary, UprobeFamily::DEFAULT);
         let mut outcomes: Vec<Result<usize, String>> = plan
             .probes
             .iter()

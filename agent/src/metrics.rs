@@ -173,6 +173,7 @@ const GC_DURATION_PROBES: &[&str] = &["gc_cycle_start", "gc_cycle_end"];
 const STW_PAUSE_PROBES: &[&str] = &["stw_stop", "stw_started", "gc_cycle_end"];
 const STW_TIME_TO_STOP_PROBES: &[&str] = &["stw_stop", "stw_stopped"];
 const SYSMON_PROBES: &[&str] = &["sysmon_preempt"];
+const NETPOLL_PROBES: &[&str] = &["netpoll"];
 
 /// Each process against its limits (from /proc and its cgroup).
 fn encode_limits(
@@ -229,9 +230,10 @@ fn encode_limits(
     }
     let mut family = encoder.encode_descriptor(
         "golens_go_gomaxprocs",
-        "GOMAXPROCS of the process, by source: env (its GOMAXPROCS variable), go_default_cpus \
-         (its Go version's default: the CPUs it may use), go_default_cgroup (Go 1.25+: the \
-         cgroup CPU quota).",
+        "GOMAXPROCS of the process, by source: observed (the runtime's own runtime.gomaxprocs, \
+         read from the process's memory at each collection), else env (its GOMAXPROCS \
+         variable), go_default_cpus (its Go version's default: the CPUs it may use), \
+         go_default_cgroup (Go 1.25+: the cgroup CPU quota).",
         None,
         MetricType::Gauge,
     )?;
@@ -503,6 +505,22 @@ fn encode_processes(
         |p| p.probes_attached(SYSMON_PROBES).then_some(p.go.sysmon_preemptions),
     )?;
 
+    let mut family = encoder.encode_descriptor(
+        "golens_go_netpoll_calls",
+        "runtime.netpoll calls (family gonetpoll, opt-in), by mode: blocking (delay < 0: the \
+         last idle thread waits for network I/O), nonblocking (delay 0: a thread looking for \
+         work polls), timed (delay > 0: blocks until the next timer at most).",
+        None,
+        MetricType::Counter,
+    )?;
+    for process in processes.iter().filter(|p| p.probes_attached(NETPOLL_PROBES)) {
+        for (mode, count) in &process.go.netpoll_calls {
+            let mut labels = process_labels(process);
+            labels.push(("mode", mode.clone()));
+            family.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(count, None)?;
+        }
+    }
+
     encode_syscall_families(encoder, processes)?;
 
     let mut family = encoder.encode_descriptor(
@@ -665,6 +683,50 @@ mod tests {
              # HELP golens_h_seconds Time.\n# TYPE golens_h_seconds histogram\n\
              golens_h_seconds_sum 1.5\n"
         );
+    }
+
+    #[test]
+    fn netpoll_calls_only_where_the_probe_is_attached() {
+        use crate::snapshot::{GoRuntimeSnapshot, ProbeStatus};
+        let process = |pid: u32, attached: bool| ProcessSnapshot {
+            pid,
+            comm: "app".into(),
+            exe: "/app".into(),
+            container_id: None,
+            pod_uid: None,
+            go_version: "go1.27.3".into(),
+            stripped: false,
+            pie: false,
+            sched: None,
+            go: GoRuntimeSnapshot {
+                netpoll_calls: [("blocking", 4), ("nonblocking", 9), ("timed", 1)]
+                    .map(|(mode, n)| (mode.to_string(), n))
+                    .into(),
+                ..Default::default()
+            },
+            syscalls: Default::default(),
+            limits: Default::default(),
+            probes: vec![ProbeStatus {
+                probe: "netpoll".into(),
+                function: "runtime.netpoll".into(),
+                attached,
+                points: usize::from(attached),
+                reason: None,
+                site: None,
+                single_stepped: false,
+            }],
+        };
+        let snapshot =
+            Snapshot { processes: vec![process(1, true), process(2, false)], ..Default::default() };
+        let text = render(Arc::new(snapshot)).unwrap().text;
+        assert!(
+            text.contains(
+                "golens_go_netpoll_calls_total{pid=\"1\",comm=\"app\",mode=\"nonblocking\"} 9"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("mode=\"blocking\"} 4") && text.contains("mode=\"timed\"} 1"));
+        assert!(!text.contains("golens_go_netpoll_calls_total{pid=\"2\""), "absent, not 0");
     }
 
     #[test]

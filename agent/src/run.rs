@@ -136,7 +136,10 @@ pub(crate) fn load_and_attach(
     args: &RunArgs,
 ) -> Result<(Tracker, RingBuf<MapData>)> {
     let attach_mode = args.attach_mode;
-    let goruntime = args.probes.contains(&ProbeFamily::Goruntime);
+    let uprobe_families: Vec<_> =
+        args.probes.iter().filter_map(|family| family.uprobe_family()).collect();
+    // Any runtime uprobe family (goruntime, gonetpoll) needs the uprobe programs.
+    let uprobes = !uprobe_families.is_empty();
     let mut kernel = KernelSide::load(btf, args.targets.max_processes, view)
         .context("loading golens' eBPF programs")?;
     if let Some(failure) = kernel.attach_family(programs::DISCOVERY).into_iter().next() {
@@ -153,7 +156,7 @@ pub(crate) fn load_and_attach(
     kernel.calibrate_pidns(view).context("reading pids in golens' pid namespace")?;
     attach_syscall_families(&mut kernel, &args.probes);
     let multi = match attach_mode {
-        _ if !goruntime => Err("the goruntime family is off (--probes)".to_string()),
+        _ if !uprobes => Err("the runtime uprobe families are off (--probes)".to_string()),
         AttachModeArg::PerfEvent => Err("--attach-mode perf-event".to_string()),
         AttachModeArg::Auto | AttachModeArg::UprobeMulti => kernel.load_multi_uprobes(),
     };
@@ -162,10 +165,10 @@ pub(crate) fn load_and_attach(
             kernel.mark_uprobes_loaded();
             Some(multi)
         }
-        Err(reason) if attach_mode == AttachModeArg::UprobeMulti && goruntime => {
+        Err(reason) if attach_mode == AttachModeArg::UprobeMulti && uprobes => {
             bail!("--attach-mode uprobe-multi: {reason}")
         }
-        Err(_) if !goruntime => None,
+        Err(_) if !uprobes => None,
         Err(reason) => {
             warn!(
                 "uprobe_multi links not used ({reason}); attaching one perf-event uprobe per point"
@@ -183,7 +186,10 @@ pub(crate) fn load_and_attach(
     let exec_tracking = filter.pids.is_empty();
     let mut registry =
         ProbeRegistry::new(kernel, multi, known_binaries, exec_tracking, BINARY_LINGER);
-    if !goruntime {
+    if uprobes {
+        registry.set_uprobe_families(&uprobe_families);
+    } else {
+        // The default families' probes are then listed as not attached, with why.
         registry.disable_uprobes("the goruntime probe family is off (--probes)");
     }
     let mut tracker = Tracker::new(registry, maps, filter.clone());
@@ -280,6 +286,7 @@ fn agent_loop(
                 batch.push(event);
             }
         }
+        drop_superseded_execs(&mut batch);
         for event in batch.drain(..) {
             handle_event(&mut tracker, &event);
         }
@@ -290,6 +297,29 @@ fn agent_loop(
     };
     tracker.registry.shutdown();
     result
+}
+
+/// Drops each exec record followed, in the same batch, by another exec of
+/// the same process: a launcher's (`sh -c 'exec app'`, `env X=1 app`), whose
+/// /proc/PID/exe already names the next program. Handled, it would inspect
+/// and track the app under the launcher's exec record, and note the
+/// launcher's binary key as the app's (making every exec of the launcher
+/// tracked by the kernel). The tracker copes with a launcher's record read
+/// in an earlier batch than the app's when the kernel tracked the app.
+fn drop_superseded_execs(batch: &mut Vec<ProcEvent>) {
+    let is_exec = |event: &ProcEvent| event.kind == bindings::GOLENS_PROC_EXEC;
+    let mut later_exec = std::collections::HashSet::new();
+    let mut keep = vec![true; batch.len()];
+    for (index, event) in batch.iter().enumerate().rev() {
+        if is_exec(event) && !later_exec.insert(event.tgid) {
+            keep[index] = false;
+        }
+    }
+    let mut index = 0;
+    batch.retain(|_| {
+        index += 1;
+        keep[index - 1]
+    });
 }
 
 fn handle_event(tracker: &mut Tracker, event: &ProcEvent) {
@@ -367,4 +397,35 @@ fn parse_proc_event(bytes: &[u8]) -> Option<ProcEvent> {
     // SAFETY: length checked; ProcEvent is plain old data; read_unaligned
     // makes no alignment assumption about the ring buffer record.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ProcEvent>()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: u32, tgid: u32, ino: u64) -> ProcEvent {
+        let mut event = ProcEvent { kind, tgid, ..ProcEvent::default() };
+        event.binary.ino = ino;
+        event
+    }
+
+    #[test]
+    fn only_the_last_exec_of_a_process_in_a_batch_is_kept() {
+        use bindings::{GOLENS_PROC_EXEC as EXEC, GOLENS_PROC_EXIT as EXIT};
+        let mut batch = vec![
+            event(EXEC, 10, 1), // sh, then
+            event(EXEC, 11, 5),
+            event(EXEC, 10, 2), // env, then
+            event(EXIT, 11, 0),
+            event(EXEC, 10, 3), // the app
+            event(EXEC, 12, 4),
+        ];
+        drop_superseded_execs(&mut batch);
+        let kept: Vec<(u32, u32, u64)> =
+            batch.iter().map(|e| (e.kind, e.tgid, e.binary.ino)).collect();
+        assert_eq!(kept, [(EXEC, 11, 5), (EXIT, 11, 0), (EXEC, 10, 3), (EXEC, 12, 4)]);
+        let mut empty = Vec::new();
+        drop_superseded_execs(&mut empty);
+        assert!(empty.is_empty());
+    }
 }

@@ -85,6 +85,11 @@ pub struct GoRuntimeSnapshot {
     /// The world still stopped after mark termination's pause (runtime bookkeeping).
     #[serde(default)]
     pub stw_tail: Log2Histogram,
+    /// `runtime.netpoll` calls by mode (`blocking`, `nonblocking`, `timed`),
+    /// read whatever families are on: `metrics` exports them only when the
+    /// `netpoll` probe is attached.
+    #[serde(default)]
+    pub netpoll_calls: BTreeMap<String, u64>,
 }
 
 /// From the per-syscall tracepoint families (`bpf/syscalls.bpf.c`): each
@@ -120,7 +125,9 @@ pub struct LimitsSnapshot {
     /// None when the cgroup has no CPU quota.
     pub cpu_quota_cores: Option<f64>,
     pub gomaxprocs: Option<u32>,
-    /// Where `gomaxprocs` comes from: env, go_default_cpus, go_default_cgroup, ...
+    /// Where `gomaxprocs` comes from: observed (the runtime's own
+    /// `runtime.gomaxprocs`, read from the process's memory), else env,
+    /// go_default_cpus, go_default_cgroup, ...
     pub gomaxprocs_source: Option<String>,
     /// CPU time the process has used (utime + stime), seconds: what the verdict's "waiting
     /// for CPU" share compares run-queue time with.

@@ -3,9 +3,20 @@
 //!
 //! Userspace owns `tracked`, `sched_stats` and `go_stats`, with one
 //! exception: the exec handler tracks a process that execs a known Go
-//! binary (`bpf/procs.bpf.c`), and userspace adopts it when the exec record
-//! arrives. Stats entries exist before a tgid is tracked and are removed
-//! after it stops being tracked, so the kernel handlers only look up.
+//! binary (`bpf/procs.bpf.c`), with zeroed stats and the value
+//! `GOLENS_TRACKED_BY_EXEC`, and userspace adopts it when it finds it (its
+//! exec record, an earlier record of the same process, a reconcile or a
+//! scan), keeping those stats and rewriting the value to
+//! `GOLENS_TRACKED_BY_AGENT`: so `BY_EXEC` means "tracked from an exec not
+//! adopted yet". Stats entries exist before a tgid is tracked and are
+//! removed after it stops being tracked, so the kernel handlers only look up.
+//!
+//! Launchers: `sh -c 'exec app'` or `env X=1 app` exec twice with one pid.
+//! The record of the launcher's exec may be read after the process exec'd
+//! the app: /proc/PID/exe already names the app. If the kernel tracked that
+//! second exec, the process is adopted with the kernel's stats (zeroing them
+//! would lose what was counted since the exec), counted as `kernel_exec`,
+//! and the launcher's binary key is not noted as the app's.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -13,7 +24,7 @@ use std::{
 };
 
 use aya::maps::MapError;
-use golens_ebpf::{BinaryKey, GoStats, PressureStats, SchedStats};
+use golens_ebpf::{bindings, BinaryKey, GoStats, PressureStats, SchedStats};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -145,8 +156,38 @@ impl Tracker {
     }
 
     /// Inspects `pid` and starts tracking it when it is a wanted Go process.
-    /// `exec_key`: the kernel's identity of the binary, from an exec record.
+    /// `exec_key`: the kernel's identity of the binary, from an exec record
+    /// of this binary. A process the exec handler tracked (`how` KernelExec,
+    /// or found tracked `BY_EXEC` whatever `how` says) is adopted with its
+    /// kernel stats, or its kernel tracking undone when it is not wanted.
     pub fn consider(&mut self, pid: u32, how: How, exec_key: Option<BinaryKey>) -> Considered {
+        let kernel_tracked = how == How::KernelExec || self.tracked_by_exec(pid);
+        let how = if kernel_tracked { How::KernelExec } else { how };
+        let considered = self.consider_process(pid, how, exec_key);
+        if kernel_tracked {
+            match considered {
+                Considered::Tracked => self.mark_adopted(pid),
+                Considered::AlreadyTracked => {}
+                // Not ours after all (filtered out, not Go, gone): undo the kernel's tracking.
+                _ => self.forget(pid),
+            }
+        }
+        considered
+    }
+
+    /// The exec handler tracked `pid` at an exec userspace has not adopted.
+    fn tracked_by_exec(&self, pid: u32) -> bool {
+        self.maps.tracked.get(&pid, 0).is_ok_and(|value| value == bindings::GOLENS_TRACKED_BY_EXEC)
+    }
+
+    /// Userspace owns `pid`'s tracking from now on (see the module doc).
+    fn mark_adopted(&mut self, pid: u32) {
+        if let Err(error) = self.maps.tracked.insert(pid, bindings::GOLENS_TRACKED_BY_AGENT, 0) {
+            debug!(pid, %error, "cannot mark an exec-tracked process as adopted");
+        }
+    }
+
+    fn consider_process(&mut self, pid: u32, how: How, exec_key: Option<BinaryKey>) -> Considered {
         // Cheap refusals first: with --pid, most execs on the host are not ours.
         if pid == std::process::id() || !self.filter.may_want(pid) {
             return Considered::NotWanted;
@@ -158,8 +199,13 @@ impl Tracker {
             if existing.key == key {
                 return Considered::AlreadyTracked;
             }
-            // Same pid, another incarnation: the old one is gone.
-            self.forget(pid);
+            // Same pid, another incarnation: the old one is gone (its kernel
+            // entries are the new one's when the exec handler tracked it).
+            if how == How::KernelExec {
+                self.drop_record(pid);
+            } else {
+                self.forget(pid);
+            }
         }
         let (comm, exe, info, file, open_path, fresh) = match self.inspector.inspect(pid) {
             Inspection::Go { comm, exe, info, file, open_path, fresh } => {
@@ -265,28 +311,29 @@ impl Tracker {
         Some(process)
     }
 
-    /// `pid` exec'd. `by_kernel`: the exec handler already tracked it (a
-    /// known binary), with fresh stats; else it is inspected like a new
-    /// process (it may no longer be Go, or be another Go program).
+    /// `pid` exec'd `binary`. `by_kernel`: the exec handler tracked it at
+    /// this exec (a known binary), with fresh stats. Else it is inspected
+    /// like a new process (it may no longer be Go, or be another Go program),
+    /// unless the kernel tracked it at a later exec: this record is then a
+    /// launcher's (`sh -c 'exec app'`), and the app is adopted as the kernel
+    /// tracked it.
     pub fn exec(&mut self, pid: u32, by_kernel: bool, binary: BinaryKey) -> Considered {
-        if !by_kernel {
-            if self.processes.contains_key(&pid) {
-                self.forget(pid);
-            }
-            return self.consider(pid, How::Exec, Some(binary));
-        }
-        if self.already_adopted(pid) {
+        if by_kernel && self.already_adopted(pid) {
             // The collection's reconcile adopted it before this record came
             // (or it exec'd the same binary again: the kernel zeroed its stats).
+            self.mark_adopted(pid);
             return Considered::AlreadyTracked;
         }
-        self.drop_record(pid);
-        let considered = self.consider(pid, How::KernelExec, Some(binary));
-        if considered != Considered::Tracked {
-            // Not ours after all (filtered out, or gone): undo the kernel's tracking.
+        if by_kernel || self.tracked_by_exec(pid) {
+            // Keep the kernel's entries: drop only userspace's record of
+            // what it ran before. The launcher's key is not this binary's.
+            self.drop_record(pid);
+            return self.consider(pid, How::KernelExec, by_kernel.then_some(binary));
+        }
+        if self.processes.contains_key(&pid) {
             self.forget(pid);
         }
-        considered
+        self.consider(pid, How::Exec, Some(binary))
     }
 
     /// Whether `pid`'s record is this very process running the file it runs now.
@@ -317,10 +364,9 @@ impl Tracker {
             .filter(|pid| !self.processes.contains_key(pid))
             .collect();
         for pid in unknown {
-            // Still alive: the kernel tracked an exec whose record was lost.
-            if self.consider(pid, How::KernelExec, None) != Considered::Tracked {
-                self.forget(pid);
-            }
+            // Still alive: the kernel tracked an exec whose record was lost
+            // (`consider` undoes the tracking of one that is not wanted).
+            self.consider(pid, How::KernelExec, None);
         }
     }
 }

@@ -148,14 +148,19 @@ pub struct Agent {
 impl Agent {
     /// Starts `golens run ARGS --listen 127.0.0.1:<free> --interval 250ms` and waits for /readyz.
     pub fn start(args: &[&str]) -> Agent {
+        Agent::start_as(|listen| {
+            let mut command = golens();
+            command.arg("run").args(args).args(["--listen", listen, "--interval", "250ms"]);
+            command
+        })
+    }
+
+    /// Starts the command `build` makes for a listen address (golens run under
+    /// a wrapper: another user, a mount namespace...) and waits for /readyz.
+    pub fn start_as(build: impl FnOnce(&str) -> Command) -> Agent {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let child = golens()
-            .arg("run")
-            .args(args)
-            .args(["--listen", &listen, "--interval", "250ms"])
-            .spawn()
-            .expect("starting golens");
+        let child = build(&listen).spawn().expect("starting golens");
         let mut agent = Agent { child: ChildGuard(child), base_url: format!("http://{listen}") };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

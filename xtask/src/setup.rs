@@ -30,6 +30,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("podman", "runs golens' image in real containers in the tests (DaemonSet and sidecar shapes)"),
     ("runc", "the OCI runtime of those containers (crun refuses hosts with hybrid cgroups)"),
     ("python3-venv", "the virtual environment of the PyPI packages below (target/venv)"),
+    (
+        "iptables",
+        "a `ct state` rule makes a test's network namespace track connections (conntrack)",
+    ),
 ];
 
 /// PyPI packages, pinned, installed in the virtual environment target/venv:

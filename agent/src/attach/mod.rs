@@ -39,7 +39,10 @@ use tracing::{debug, info, warn};
 use crate::{
     discovery::procfs::FileIdentity,
     gobinary::GoBinary,
-    goruntime::plan::{plan, resolve_derived, Plan},
+    goruntime::{
+        plan::{plan, resolve_derived, Plan},
+        UprobeFamily,
+    },
     probes::KernelSide,
     snapshot::ProbeStatus,
 };
@@ -92,8 +95,10 @@ pub struct ProbeRegistry {
     binaries: HashMap<FileIdentity, AttachedBinary>,
     linger: Duration,
     detacher: Detacher,
-    /// Why no uprobe is attached at all (`--probes` without goruntime).
+    /// Why no uprobe is attached at all (`--probes` without a uprobe family).
     uprobes_off: Option<&'static str>,
+    /// The uprobe families whose probes are planned (`--probes`).
+    families: Vec<UprobeFamily>,
 }
 
 /// What the registry holds, for self-metrics.
@@ -125,12 +130,18 @@ impl ProbeRegistry {
             linger,
             detacher: Detacher::start(),
             uprobes_off: None,
+            families: UprobeFamily::DEFAULT.to_vec(),
         }
     }
 
     /// Attaches no uprobe; every probe's status says `why`.
     pub fn disable_uprobes(&mut self, why: &'static str) {
         self.uprobes_off = Some(why);
+    }
+
+    /// The uprobe families to attach (by default the default ones).
+    pub fn set_uprobe_families(&mut self, families: &[UprobeFamily]) {
+        self.families = families.to_vec();
     }
 
     pub fn mode(&self) -> AttachMode {
@@ -173,7 +184,10 @@ impl ProbeRegistry {
             }
         };
         let (statuses, links) = match binary {
-            Ok(binary) => self.attach_binary(open_path, exe, &plan(binary)),
+            Ok(binary) => {
+                let plan = plan(binary, &self.families);
+                self.attach_binary(open_path, exe, &plan)
+            }
             Err(reason) => {
                 warn!(exe, %reason, "cannot read the Go binary again to attach its probes");
                 (Vec::new(), Vec::new())

@@ -3,9 +3,10 @@
 //! is not read again while it stays the same file.
 //!
 //! The cache keeps what a watched process needs of its binary (version,
-//! stripped, PIE): a few bytes, never the file's contents. The contents are
-//! handed out only when the file was just read (`fresh`), for the probe
-//! registry to plan its uprobes, and dropped after that.
+//! stripped, PIE, where `runtime.gomaxprocs` lives): a few bytes, never the
+//! file's contents. The contents are handed out only when the file was just
+//! read (`fresh`), for the probe registry to plan its uprobes, and dropped
+//! after that.
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
@@ -20,14 +21,39 @@ pub struct BinaryInfo {
     pub go_version: Option<String>,
     pub stripped: bool,
     pub pie: bool,
+    /// Link-time address of `runtime.gomaxprocs` (an int32), read from each
+    /// process's memory at collection time; None when it cannot be found
+    /// (the reason is logged once, when the binary is read).
+    pub gomaxprocs_address: Option<u64>,
+    /// The file's entry point (`e_entry`): a PIE's load bias is the running
+    /// entry point minus this.
+    pub entry: u64,
 }
 
 impl BinaryInfo {
-    pub fn of(binary: &GoBinary) -> BinaryInfo {
+    /// `exe` names the binary in the log.
+    pub fn of(binary: &GoBinary, exe: &str) -> BinaryInfo {
+        let gomaxprocs_address = match binary.gomaxprocs_variable() {
+            Ok(variable) => {
+                tracing::debug!(exe, ?variable, "runtime.gomaxprocs located");
+                Some(variable.address)
+            }
+            Err(error) => {
+                tracing::info!(
+                    exe,
+                    %error,
+                    "GOMAXPROCS of this binary's processes will come from their environment or \
+                     their Go version's default, not from the runtime"
+                );
+                None
+            }
+        };
         BinaryInfo {
             go_version: binary.go_version.clone(),
             stripped: binary.stripped,
             pie: binary.pie,
+            gomaxprocs_address,
+            entry: binary.entry_address(),
         }
     }
 }
@@ -81,7 +107,8 @@ impl Inspector {
             None => {
                 let (entry, fresh) = match GoBinary::open(&exe.open_path) {
                     Ok(binary) => {
-                        (Cached::Go(Arc::new(BinaryInfo::of(&binary))), Some(Arc::new(binary)))
+                        let info = BinaryInfo::of(&binary, &exe.display_path);
+                        (Cached::Go(Arc::new(info)), Some(Arc::new(binary)))
                     }
                     Err(TargetError::NotGo { .. }) | Err(TargetError::Elf { .. }) => {
                         (Cached::NotGo, None)

@@ -11,7 +11,8 @@
 use std::ops::Range;
 
 use object::elf::{
-    EM_X86_64, ET_DYN, ET_EXEC, PF_X, PT_LOAD, SHT_NOBITS, SHT_STRTAB, SHT_SYMTAB, STT_FUNC,
+    EM_X86_64, ET_DYN, ET_EXEC, PF_W, PF_X, PT_LOAD, SHT_NOBITS, SHT_STRTAB, SHT_SYMTAB, STT_FUNC,
+    STT_OBJECT,
 };
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader, Sym};
 use object::{LittleEndian, ReadRef, SectionIndex};
@@ -24,7 +25,10 @@ pub(crate) struct LoadSegment {
     pub vaddr: u64,
     pub file_offset: u64,
     pub file_size: u64,
+    /// Bytes in memory: more than `file_size` when the segment ends with `.bss`.
+    pub mem_size: u64,
     pub executable: bool,
+    pub writable: bool,
 }
 
 /// One section header that has bytes in the file (`SHT_NOBITS` sections are left out).
@@ -51,6 +55,9 @@ pub(crate) struct ElfLayout {
     pub pie: bool,
     /// A `SHT_SYMTAB` section exists.
     pub has_symtab: bool,
+    /// `e_entry`: the entry point's link-time address (a PIE's load bias is
+    /// the running entry point, `AT_ENTRY`, minus this).
+    pub entry: u64,
     pub segments: Vec<LoadSegment>,
     pub sections: Vec<SectionInfo>,
 }
@@ -90,7 +97,9 @@ impl ElfLayout {
                 vaddr: ph.p_vaddr(endian),
                 file_offset: ph.p_offset(endian),
                 file_size: ph.p_filesz(endian),
+                mem_size: ph.p_memsz(endian),
                 executable: ph.p_flags(endian) & PF_X != 0,
+                writable: ph.p_flags(endian) & PF_W != 0,
             })
             .collect();
         if !segments.iter().any(|s| s.executable) {
@@ -124,7 +133,13 @@ impl ElfLayout {
             });
         }
 
-        Ok(ElfLayout { pie: elf_type == ET_DYN, has_symtab, segments, sections })
+        Ok(ElfLayout {
+            pie: elf_type == ET_DYN,
+            has_symtab,
+            entry: header.e_entry(endian),
+            segments,
+            sections,
+        })
     }
 
     pub fn section(&self, name: &str) -> Option<&SectionInfo> {
@@ -170,6 +185,18 @@ impl ElfLayout {
     /// Whether `address` lies in an executable segment.
     pub fn is_code(&self, address: u64) -> bool {
         self.code_file_offset(address).is_ok()
+    }
+
+    /// Whether `[address, address+len)` lies in the memory of one writable,
+    /// non-executable segment (`.data`, `.noptrdata`, `.bss`, `.noptrbss`):
+    /// where a Go global variable lives.
+    pub fn is_writable_data(&self, address: u64, len: u64) -> bool {
+        self.segments.iter().filter(|s| s.writable && !s.executable).any(|s| {
+            address
+                .checked_sub(s.vaddr)
+                .and_then(|delta| delta.checked_add(len))
+                .is_some_and(|end| end <= s.mem_size)
+        })
     }
 }
 
@@ -237,6 +264,11 @@ pub(crate) fn symtab_symbol(data: &[u8], name: &str, st_type: Option<u8>) -> Opt
     })
 }
 
+/// A defined `STT_OBJECT` symbol of `.symtab` (a global variable): (value, size).
+pub(crate) fn symtab_object(data: &[u8], name: &str) -> Option<(u64, u64)> {
+    symtab_symbol(data, name, Some(STT_OBJECT))
+}
+
 /// The file range of the string table that names `.symtab`'s symbols, as `object` finds it
 /// for `symtab_symbol` (the first `SHT_SYMTAB` section, its `sh_link`, an `SHT_STRTAB`).
 /// None when there is none inside the file: then no `.symtab` symbol has a name.
@@ -263,7 +295,14 @@ mod tests {
     use super::*;
 
     fn segment(vaddr: u64, file_offset: u64, file_size: u64, executable: bool) -> LoadSegment {
-        LoadSegment { vaddr, file_offset, file_size, executable }
+        LoadSegment {
+            vaddr,
+            file_offset,
+            file_size,
+            mem_size: file_size,
+            executable,
+            writable: !executable,
+        }
     }
 
     /// `ElfLayout::parse` of bytes in memory.
@@ -272,7 +311,22 @@ mod tests {
     }
 
     fn layout(segments: Vec<LoadSegment>) -> ElfLayout {
-        ElfLayout { pie: false, has_symtab: false, segments, sections: Vec::new() }
+        ElfLayout { pie: false, has_symtab: false, entry: 0, segments, sections: Vec::new() }
+    }
+
+    #[test]
+    fn writable_data_includes_bss_and_excludes_code_and_read_only() {
+        let mut data = segment(0x500000, 0x100000, 0x1000, false);
+        data.mem_size = 0x3000; // .bss after the file bytes
+        let mut rodata = segment(0x480000, 0x80000, 0x1000, false);
+        rodata.writable = false;
+        let layout = layout(vec![segment(0x401000, 0x1000, 0x7f000, true), rodata, data]);
+        assert!(layout.is_writable_data(0x500000, 4));
+        assert!(layout.is_writable_data(0x502ffc, 4), "in .bss, past the file bytes");
+        assert!(!layout.is_writable_data(0x502ffe, 4), "straddles the end");
+        assert!(!layout.is_writable_data(0x480010, 4), "read-only data");
+        assert!(!layout.is_writable_data(0x401000, 4), "code");
+        assert!(!layout.is_writable_data(u64::MAX - 1, 4));
     }
 
     #[test]

@@ -81,7 +81,12 @@ fn every_query(binary: &GoBinary) -> String {
             answers += &format!("  calls gcStart {:?}\n", binary.call_sites(&function, gc_start));
         }
     }
-    answers + &format!("{:?}", crate::goruntime::plan::plan(binary))
+    answers += &format!("gomaxprocs {:?}\n", binary.gomaxprocs_variable());
+    answers
+        + &format!(
+            "{:?}",
+            crate::goruntime::plan::plan(binary, crate::goruntime::UprobeFamily::ALL)
+        )
 }
 
 /// The old code mapped the file shared: after a truncation every one of these queries

@@ -20,7 +20,7 @@ const FUNCTIONS: &[&str] = &[
 ];
 
 /// A whole executable: ELF layout, build info, pclntab, function lookups,
-/// attach-point decoding and the probe plan.
+/// attach-point decoding, the probe plan and the runtime variables' addresses.
 pub fn go_binary(data: &[u8]) {
     let Ok(binary) = GoBinary::from_bytes(Path::new("fuzz-input"), data.to_vec()) else { return };
     for name in FUNCTIONS {
@@ -30,7 +30,9 @@ pub fn go_binary(data: &[u8]) {
             let _ = binary.return_offsets(&function);
         }
     }
-    let _ = crate::goruntime::plan::plan(&binary);
+    let _ = crate::goruntime::plan::plan(&binary, crate::goruntime::UprobeFamily::ALL);
+    let _ = binary.gomaxprocs_variable();
+    let _ = binary.decoded_variable(&super::runtime_variables::GOMAXPROCS);
 }
 
 /// The contents of a `.go.buildinfo` section; pointers (pre-1.18 format)

@@ -21,7 +21,8 @@ const NEED_GO: &str = "These tests need a Go toolchain: run `cargo xtask setup`,
 const GO_MOD: &str = "module example.com/golens/testprog\n\ngo 1.19\n";
 
 /// Forces a GC (so `runtime.gcStart` is certainly linked and run); with argument `sleep` it
-/// waits to be killed, for tests on `/proc/PID/exe`.
+/// prints "ready" and waits to be killed, for tests on a running process (`/proc/PID/exe`,
+/// `/proc/PID/mem`). The cgo program does the same after printing its C call's result.
 const MAIN_GO: &str = r#"package main
 
 import (
@@ -47,12 +48,18 @@ import "C"
 
 import (
 	"fmt"
+	"os"
 	"runtime"
+	"time"
 )
 
 func main() {
 	runtime.GC()
 	fmt.Println(C.golens_add(1, 2))
+	if len(os.Args) > 1 && os.Args[1] == "sleep" {
+		fmt.Println("ready")
+		time.Sleep(time.Hour)
+	}
 }
 "#;
 

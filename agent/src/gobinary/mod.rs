@@ -15,6 +15,8 @@
 //! - `pclntab`: the Go function table (for binaries without `.symtab`)
 //! - `symbols`: function lookup, `.symtab` first, pclntab second
 //! - `attach_points`: entry and return probe addresses, found by decoding x86-64
+//! - `runtime_variables`: addresses of runtime globals (`runtime.gomaxprocs`), to read
+//!   them from a running process: `.symtab`, else decoding the functions that read them
 
 mod attach_points;
 mod buildinfo;
@@ -23,6 +25,7 @@ mod elf;
 mod file_reader;
 pub mod fuzzing;
 mod pclntab;
+mod runtime_variables;
 mod symbols;
 
 #[cfg(test)]
@@ -43,6 +46,7 @@ pub use attach_points::{
 };
 pub use elf::AddressError;
 pub use pclntab::PclntabVersion;
+pub use runtime_variables::{FoundBy, RuntimeVariable, VariableError};
 pub use symbols::Function;
 #[cfg(test)]
 pub use symbols::SymbolSource;

@@ -401,3 +401,69 @@ fn every_symtab_function_is_found_in_the_pclntab() {
         );
     }
 }
+
+/// `runtime.gomaxprocs`, on every toolchain and build variant:
+/// - where `.symtab` exists, decoding gives its address, and each reader on its own does
+///   (the pattern holds for every version, not just the agreement of two readers);
+/// - on every variant, stripped ones included, the address found (decoded without
+///   `.symtab`), plus the process's load bias, holds the running process's GOMAXPROCS:
+///   read through `/proc/PID/mem` from a child started with `GOMAXPROCS=7`. (A stripped
+///   build's data is not laid out like its unstripped twin's: Go 1.19 moves it by 32
+///   bytes, so the running process is the reference, not the twin's `.symtab`.)
+#[test]
+fn gomaxprocs_address_is_the_symtab_one_and_holds_the_running_value() {
+    use super::runtime_variables::{first_rip_relative_load32, GOMAXPROCS};
+    use crate::pressure::runtime_memory::{load_bias, read_i32};
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    for go in GoToolchain::from_env() {
+        for variant in Variant::ALL {
+            let what = format!("{} {variant:?}", go.version);
+            let path = go.build(variant);
+            let binary = GoBinary::open(&path).unwrap();
+            let found = binary.gomaxprocs_variable().unwrap_or_else(|e| panic!("{what}: {e}"));
+            if variant.stripped() {
+                assert_eq!(found.found_by, FoundBy::Decoded, "{what}");
+            } else {
+                assert_eq!(found.found_by, FoundBy::Symtab, "{what}");
+                assert_eq!(binary.decoded_variable(&GOMAXPROCS), Ok(found.address), "{what}");
+                for reader in GOMAXPROCS.readers {
+                    let function = binary.function(reader).expect(reader);
+                    let code = binary.function_code(&function).unwrap();
+                    assert_eq!(
+                        first_rip_relative_load32(code, function.address),
+                        Ok(found.address),
+                        "{what} {reader}"
+                    );
+                }
+            }
+
+            let mut child = Command::new(&path)
+                .arg("sleep")
+                .env("GOMAXPROCS", "7")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let child_guard = KillOnDrop(child.id());
+            let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            let ready = lines.map_while(Result::ok).any(|line| line == "ready");
+            assert!(ready, "{what}: the program never said ready");
+            let bias = load_bias(child.id(), binary.pie, binary.entry_address()).unwrap();
+            assert_eq!(bias == 0, !binary.pie, "{what}: bias {bias:#x}");
+            let value = read_i32(child.id(), found.address + bias).unwrap();
+            assert_eq!(value, 7, "{what}: runtime.gomaxprocs at {:#x}", found.address);
+            drop(child_guard);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Kills a child by pid when dropped (also when an assertion fails).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a child this test started and has not reaped yet.
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
+}

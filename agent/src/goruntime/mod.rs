@@ -40,11 +40,31 @@ impl Site {
     }
 }
 
+/// The `--probes` families made of runtime uprobes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UprobeFamily {
+    /// GC, stop-the-world and sysmon: rare events (a few hits
+    /// per GC cycle). On by default.
+    Goruntime,
+    /// runtime.netpoll: several hits per request of a network service.
+    /// Opt-in (see the README for its measured cost).
+    Gonetpoll,
+}
+
+impl UprobeFamily {
+    /// Every uprobe family (tests, fuzzing: plan every probe).
+    pub const ALL: &'static [UprobeFamily] = &[UprobeFamily::Goruntime, UprobeFamily::Gonetpoll];
+    /// The families on by default (`golens list` without an agent plans these).
+    pub const DEFAULT: &'static [UprobeFamily] = &[UprobeFamily::Goruntime];
+}
+
 /// One probe of the version table.
 #[derive(Debug, Clone, Copy)]
 pub struct RuntimeProbe {
     /// Stable name, the `probe` label of `golens_probe_attached`.
     pub name: &'static str,
+    /// The `--probes` family that switches it on.
+    pub family: UprobeFamily,
     pub function: &'static str,
     pub site: Site,
     /// eBPF program (see `bpf/goruntime.bpf.c`).
@@ -80,6 +100,7 @@ const fn probe(
 ) -> RuntimeProbe {
     RuntimeProbe {
         name,
+        family: UprobeFamily::Goruntime,
         function,
         site,
         program,
@@ -186,12 +207,20 @@ pub const RUNTIME_PROBES: &[RuntimeProbe] = &[
         Site::CallsTo("runtime.preemptone"),
         uprobes::SYSMON_PREEMPT,
     ),
+    // `netpoll(delay int64) gList` (1.17-1.20), `(gList, int32)` (1.21+):
+    // delay in AX, the same meaning in every version (<0 block, 0 poll,
+    // >0 block at most delay ns). Frequent: opt-in family.
+    RuntimeProbe {
+        family: UprobeFamily::Gonetpoll,
+        decodes_arguments: true,
+        ..probe("netpoll", "runtime.netpoll", Site::Entry, uprobes::NETPOLL)
+    },
 ];
 
-/// Distinct probe names, in table order.
-pub fn probe_names() -> Vec<&'static str> {
+/// Distinct probe names of the given families, in table order.
+pub fn probe_names(families: &[UprobeFamily]) -> Vec<&'static str> {
     let mut names: Vec<&'static str> = Vec::new();
-    for probe in RUNTIME_PROBES {
+    for probe in RUNTIME_PROBES.iter().filter(|p| families.contains(&p.family)) {
         if !names.contains(&probe.name) {
             names.push(probe.name);
         }
@@ -230,7 +259,7 @@ mod tests {
     fn exactly_one_row_per_name_applies_to_each_version() {
         for minor in 17..=40 {
             let version = GoVersion::new(1, minor, 0);
-            for name in probe_names() {
+            for name in probe_names(UprobeFamily::ALL) {
                 let rows = RUNTIME_PROBES
                     .iter()
                     .filter(|p| {
@@ -240,6 +269,22 @@ mod tests {
                 assert_eq!(rows, 1, "{name} on {version}");
             }
         }
+    }
+
+    #[test]
+    fn every_row_of_a_name_is_in_the_same_family() {
+        for probe in RUNTIME_PROBES {
+            assert!(
+                RUNTIME_PROBES
+                    .iter()
+                    .filter(|p| p.name == probe.name)
+                    .all(|p| p.family == probe.family),
+                "{}",
+                probe.name
+            );
+        }
+        assert!(!probe_names(UprobeFamily::DEFAULT).contains(&"netpoll"), "netpoll is opt-in");
+        assert_eq!(probe_names(&[UprobeFamily::Gonetpoll]), ["netpoll"]);
     }
 
     #[test]

@@ -8,7 +8,8 @@ use crate::gobinary::{
 use crate::snapshot::ProbeStatus;
 
 use super::{
-    probe_names, GoVersion, RuntimeProbe, Site, NEWEST_TESTED, OLDEST_SUPPORTED, RUNTIME_PROBES,
+    probe_names, GoVersion, RuntimeProbe, Site, UprobeFamily, NEWEST_TESTED, OLDEST_SUPPORTED,
+    RUNTIME_PROBES,
 };
 
 /// One probe of one binary: where it goes, or why it cannot.
@@ -62,7 +63,8 @@ pub struct Plan {
     pub warning: Option<String>,
 }
 
-pub fn plan(binary: &GoBinary) -> Plan {
+/// The probes of `families` for one binary.
+pub fn plan(binary: &GoBinary, families: &[UprobeFamily]) -> Plan {
     let version = binary.go_version.as_deref().and_then(GoVersion::parse);
     let warning = match version {
         None => Some(format!(
@@ -76,7 +78,7 @@ pub fn plan(binary: &GoBinary) -> Plan {
         )),
         _ => None,
     };
-    let probes = probe_names()
+    let probes = probe_names(families)
         .into_iter()
         .map(|name| {
             let row = choose_row(name, version);
@@ -84,6 +86,9 @@ pub fn plan(binary: &GoBinary) -> Plan {
                 (Some(v), _) if v < OLDEST_SUPPORTED => Err(format!(
                     "{v} predates the register calling convention (Go {OLDEST_SUPPORTED}); not probed"
                 )),
+                (None, None) => Err("reads a register argument, whose meaning needs a known Go \
+                                     version (register ABI: Go 1.17+); not probed"
+                    .to_string()),
                 (_, None) => Err("no probe defined for this Go version".to_string()),
                 (_, Some(row)) => points(binary, row),
             };
@@ -229,7 +234,7 @@ mod tests {
             for variant in Variant::ALL {
                 let path = toolchain.build(variant);
                 let binary = GoBinary::open(&path).expect("test binary opens");
-                let plan = plan(&binary);
+                let plan = plan(&binary, UprobeFamily::ALL);
                 assert!(plan.warning.is_none(), "{}: {:?}", toolchain.version, plan.warning);
                 for planned in &plan.probes {
                     let what = format!("{} {variant:?} {}", toolchain.version, planned.name);

@@ -18,6 +18,10 @@
 //!
 //! The affinity mask is read now (`Cpus_allowed_list`), the environment is the
 //! one the process started with (/proc/PID/environ), as the runtime read it.
+//!
+//! This is the fallback: the agent reads the runtime's own `runtime.gomaxprocs`
+//! from the process's memory when it can (source `observed`, see `limits` and
+//! `runtime_memory`), which also covers `runtime.GOMAXPROCS(n)` calls.
 
 use crate::goruntime::GoVersion;
 

@@ -29,6 +29,7 @@ mod host;
 mod netns;
 mod ports;
 mod process;
+pub mod runtime_memory;
 
 #[cfg(test)]
 mod privileged_tests;
@@ -106,7 +107,9 @@ pub struct ProcessPressure {
     /// the environment the process started with, else its Go version's
     /// default applied to the current affinity mask and cgroup quota (Go 1.25+
     /// re-applies its default when those change). A `runtime.GOMAXPROCS(n)`
-    /// call in the program is not visible from outside.
+    /// call in the program is not visible from /proc (the agent reads the
+    /// runtime's own value from the process's memory: source `observed`,
+    /// set by `limits`).
     pub gomaxprocs: Option<u32>,
     pub gomaxprocs_source: Option<GomaxprocsSource>,
     /// Why a field is None, by field name (e.g. `"max_fds"`).
@@ -143,6 +146,10 @@ pub enum GomaxprocsSource {
     GoDefaultCpus,
     /// Go before 1.5 defaulted to 1.
     GoDefaultOne,
+    /// The runtime's own: `runtime.gomaxprocs` read from the process's
+    /// memory (`/proc/PID/mem`) at collection time. Wins over the others: it
+    /// includes `runtime.GOMAXPROCS(n)` calls.
+    Observed,
 }
 
 impl GomaxprocsSource {
@@ -152,6 +159,7 @@ impl GomaxprocsSource {
             GomaxprocsSource::GoDefaultCgroup => "go_default_cgroup",
             GomaxprocsSource::GoDefaultCpus => "go_default_cpus",
             GomaxprocsSource::GoDefaultOne => "go_default_one",
+            GomaxprocsSource::Observed => "observed",
         }
     }
 }

@@ -18,6 +18,11 @@
 //	-mode timerfd   arms a timerfd -count times (timerfd_settime)
 //	-mode backlog   listens (on -port) with a backlog of 1, never accepts,
 //	                and connects to itself -count times (the queue overflows)
+//	-mode conns     listens on 127.0.0.1 and connects to itself -count
+//	                times, keeping every connection (conntrack entries)
+//	-mode gomaxprocs  calls runtime.GOMAXPROCS(-count), then for each
+//	                further line N on stdin runtime.GOMAXPROCS(N); prints
+//	                "gomaxprocs N was M numgc G" after each
 //
 // After -mode connect has hit EADDRNOTAVAIL it closes 10 of its
 // connections, client side first, so that they sit in TIME_WAIT.
@@ -31,7 +36,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"sort"
+	"strconv"
 	"syscall"
 	"time"
 	"unsafe"
@@ -154,11 +161,53 @@ func main() {
 		}
 		fmt.Printf("backlog connected %d of %d\n", len(conns), *count)
 		defer func() { _ = conns }()
+	case "conns":
+		listener, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fail(err)
+		}
+		var accepted []net.Conn
+		go func() {
+			for {
+				conn, err := listener.Accept()
+				if err != nil {
+					return
+				}
+				accepted = append(accepted, conn)
+			}
+		}()
+		var conns []net.Conn
+		for i := 0; i < *count; i++ {
+			conn, err := net.Dial("tcp", listener.Addr().String())
+			if err != nil {
+				fail(err)
+			}
+			conns = append(conns, conn)
+		}
+		fmt.Printf("connected %d\n", len(conns))
+		defer func() { _ = conns }()
+	case "gomaxprocs":
+		setGomaxprocs(*count)
+		for in.Scan() {
+			n, err := strconv.Atoi(in.Text())
+			if err != nil {
+				fail(err)
+			}
+			setGomaxprocs(n)
+		}
+		return
 	default:
 		fail(fmt.Errorf("unknown -mode %q", *mode))
 	}
 	for in.Scan() {
 	}
+}
+
+func setGomaxprocs(n int) {
+	was := runtime.GOMAXPROCS(n)
+	var stats runtime.MemStats
+	runtime.ReadMemStats(&stats)
+	fmt.Printf("gomaxprocs %d was %d numgc %d\n", runtime.GOMAXPROCS(0), was, stats.NumGC)
 }
 
 func fail(err error) {
