@@ -158,13 +158,13 @@ int golens_connect(struct syscall_exit_args *ctx)
 
 /* ---- netpoll and timers ---- */
 
+/* The caller has checked that the current process is tracked (filter
+ * first: before any user memory is read). */
 static __always_inline void wait_enter(__s64 timeout_ns, __u64 netpoll)
 {
 	struct task_struct *task;
 	struct wait_start *start;
 
-	if (!current_pressure())
-		return;
 	task = bpf_get_current_task_btf();
 	start = bpf_task_storage_get(&wait_start, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!start)
@@ -202,6 +202,8 @@ static __always_inline int epoll_enter_ms(struct syscall_enter_args *ctx)
 {
 	__s64 timeout_ms = (int)ctx->args[3];
 
+	if (!is_tracked(current_tgid()))
+		return 0;
 	wait_enter(timeout_ms < 0 ? -1 : timeout_ms * 1000000, 1);
 	return 0;
 }
@@ -216,6 +218,8 @@ int golens_epp2_in(struct syscall_enter_args *ctx)
 	struct kernel_timespec timeout = {};
 	const void *user = (const void *)ctx->args[3];
 
+	if (!is_tracked(current_tgid()))
+		return 0;
 	if (!user) {
 		wait_enter(-1, 1);
 		return 0;
@@ -244,7 +248,9 @@ static __always_inline int sleep_enter(const void *user)
 {
 	struct kernel_timespec asked = {};
 
-	if (!user || bpf_probe_read_user(&asked, sizeof(asked), user))
+	if (!user || !is_tracked(current_tgid()))
+		return 0;
+	if (bpf_probe_read_user(&asked, sizeof(asked), user))
 		return 0;
 	wait_enter(asked.tv_sec * 1000000000 + asked.tv_nsec, 0);
 	return 0;
