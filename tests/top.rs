@@ -364,6 +364,65 @@ fn top_shows_a_go_process_sorts_filters_and_quits() {
     drop(go);
 }
 
+/// The screen's words in order, box borders dropped, lines joined: a sentence the detail pane
+/// wraps reads whole.
+fn words(screen: &str) -> String {
+    screen.split_whitespace().filter(|w| !["│", "┌", "┐", "└", "┘"].contains(w)).fold(
+        String::new(),
+        |mut text, word| {
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(word.trim_matches('│'));
+            text
+        },
+    )
+}
+
+/// The person at 3 a.m.: a GC-bound process and a CPU-starved one, told apart by the verdict
+/// of top's detail pane, each selected by filtering on its pid.
+#[test]
+#[ignore = "privileged: golens top starts an agent (root); run `cargo xtask test`"]
+fn top_tells_a_gc_bound_process_from_a_cpu_starved_one() {
+    let gc = common::start_gc_bound(Duration::from_secs(120));
+    let gc_pid = gc.pid().to_string();
+    let runq_binary = common::build_workload("runqburn");
+    let comm = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm").trim().to_string()
+    };
+    // comm is the binary's name, cut to 15 bytes: known before the process starts.
+    let runq_comm: String =
+        runq_binary.file_name().unwrap().to_string_lossy().chars().take(15).collect();
+    let tmux = Tmux::start(
+        &[golens_path(), "top", "--window", "5s", "--comm", &comm(&gc_pid), "--comm", &runq_comm],
+        120,
+        30,
+    );
+    let select = |pid: &str| {
+        tmux.send(&["/"]);
+        tmux.type_text(pid);
+        tmux.send(&["Enter"]);
+    };
+    tmux.wait_for("the GC-bound row", Duration::from_secs(60), |s| has_gc_numbers(s, &gc_pid));
+    select(&gc_pid);
+    tmux.wait_for("the GC-bound verdict", Duration::from_secs(60), |s| {
+        s.contains(&format!("┌ {gc_pid} ")) && words(s).contains("mostly GC pauses")
+    });
+
+    // Then a process with 8 busy threads for 2 CPUs.
+    let runq = common::start_workload(&runq_binary, &["-duration", "120s", "-workers", "8"]);
+    let runq_pid = runq.pid().to_string();
+    tmux.send(&["Escape"]);
+    tmux.wait_for("the CPU-starved row", Duration::from_secs(60), |s| row(s, &runq_pid).is_some());
+    select(&runq_pid);
+    let screen = tmux.wait_for("the CPU-starved verdict", Duration::from_secs(60), |s| {
+        s.contains(&format!("┌ {runq_pid} "))
+            && words(s).contains("mostly the scheduler (waiting for a CPU)")
+    });
+    println!("{screen}");
+    quit_and_check_the_terminal(&tmux);
+}
+
 #[test]
 #[ignore = "privileged: run `cargo xtask test` as root"]
 fn top_connects_to_a_running_agent() {

@@ -119,24 +119,12 @@ fn verdict_of(pid: u32) -> String {
     text.lines().find(|l| l.starts_with("where the time went")).expect("a verdict").to_owned()
 }
 
-/// A process whose every stop-the-world waits for a goroutine that cannot be preempted
-/// (GODEBUG=asyncpreemptoff=1 and a loop that calls a function about every 4 ms): its world
-/// is stopped most of the time, with one busy thread per P (GOMAXPROCS=2 on 2 CPUs). The
-/// verdict names the GC pauses.
+/// A process whose world is stopped most of the time (common::start_gc_bound): the verdict
+/// names the GC pauses.
 #[test]
 #[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
 fn gc_bound_process_is_blamed_on_gc_pauses() {
-    let binary = build_workload_with("gcburn", "1.27.3", GoBuild::default());
-    let workload = common::ChildGuard(
-        Command::new(&binary)
-            .args(["-wait=false", "-duration", "60s", "-spin", "0", "-spin-round", "4194304"])
-            .env("GOMAXPROCS", "2")
-            .env("GODEBUG", "asyncpreemptoff=1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("gcburn"),
-    );
+    let workload = common::start_gc_bound(Duration::from_secs(60));
     let verdict = verdict_of(workload.pid());
     println!("{verdict}");
     assert!(verdict.contains("mostly GC pauses"), "{verdict}");

@@ -97,6 +97,24 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A GC-bound process, killed on drop: gcburn collecting non-stop for `duration` with
+/// GOMAXPROCS=2 and GODEBUG=asyncpreemptoff=1, its spinning goroutine reaching a safe point
+/// only every ~4 ms, so every stop-the-world waits for it. On a quiet 2-CPU machine its world
+/// is stopped ~45 % of the time while its threads wait for a CPU ~12 % of theirs.
+pub fn start_gc_bound(duration: Duration) -> ChildGuard {
+    let binary = build_workload_with("gcburn", "1.27.3", GoBuild::default());
+    let seconds = format!("{}s", duration.as_secs());
+    let child = Command::new(&binary)
+        .args(["-wait=false", "-duration", &seconds, "-spin", "0", "-spin-round", "4194304"])
+        .env("GOMAXPROCS", "2")
+        .env("GODEBUG", "asyncpreemptoff=1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+    ChildGuard(child)
+}
+
 /// Starts a workload and waits for it to print its first line ("ready", "listening on …").
 /// The rest of its output is drained (a closed pipe would kill it with SIGPIPE).
 pub fn start_workload(binary: &Path, args: &[&str]) -> ChildGuard {
