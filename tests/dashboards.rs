@@ -581,30 +581,17 @@ struct Prometheus {
 impl Prometheus {
     fn start(target: &str) -> Prometheus {
         let dir = std::env::temp_dir().join(format!("golens-dashboards-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
         let rules = dashboards_dir().join("rules.yml").canonicalize().unwrap();
-        std::fs::write(
-            dir.join("prometheus.yml"),
-            format!(
+        let (child, url) = common::start_prometheus(
+            &dir,
+            &format!(
                 "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
                  rule_files: ['{}']\n\
                  scrape_configs:\n  - job_name: golens\n    static_configs:\n      - targets: ['{target}']\n",
                 rules.display()
             ),
-        )
-        .unwrap();
-        let listen = format!("127.0.0.1:{}", free_port());
-        let child = ChildGuard(
-            Command::new("prometheus")
-                .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-                .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-                .arg(format!("--web.listen-address={listen}"))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("prometheus (Debian package: run `cargo xtask setup`)"),
         );
-        Prometheus { url: format!("http://{listen}"), dir, _child: child }
+        Prometheus { url, dir, _child: child }
     }
 
     /// GET an API path: the `data` of a success, or the error Prometheus gave.

@@ -97,17 +97,7 @@ fn sigterm(pid: u32) {
 #[test]
 #[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
 fn short_run_of_a_known_binary_is_measured_from_its_exec() {
-    let binary = copies(&gcburn(), "gl-shortrun", 1).remove(0);
-    // The first process makes the binary known (probes attached, in known_binaries).
-    let first = common::start_workload(&binary, &["-cycles", "1"]);
-    let agent = Agent::start(&["--comm", "gl-shortrun"]);
-    let attached = agent.wait_for(Duration::from_secs(10), |m| {
-        m.value(
-            "golens_probe_attached",
-            &[("pid", &first.pid().to_string()), ("probe", "gc_cycle_start")],
-        ) == Some(1.0)
-    });
-    assert!(attached.has_pid("golens_go_gc_cycles_total", first.pid()), "first process not probed");
+    let (binary, first, agent, attached) = known_binary("gl-shortrun");
     let before = tracked_total(&attached);
 
     // The restart: GC cycles from its first instruction for 150 ms, then it holds.
@@ -145,17 +135,7 @@ fn short_run_of_a_known_binary_is_measured_from_its_exec() {
 #[test]
 #[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
 fn known_binary_started_through_a_launcher_is_measured_from_its_exec() {
-    let binary = copies(&gcburn(), "gl-launched", 1).remove(0);
-    // The first process makes the binary known (probes attached, in known_binaries).
-    let first = common::start_workload(&binary, &["-cycles", "1"]);
-    let agent = Agent::start(&["--comm", "gl-launched"]);
-    let attached = agent.wait_for(Duration::from_secs(10), |m| {
-        m.value(
-            "golens_probe_attached",
-            &[("pid", &first.pid().to_string()), ("probe", "gc_cycle_start")],
-        ) == Some(1.0)
-    });
-    assert!(attached.has_pid("golens_go_gc_cycles_total", first.pid()), "first process not probed");
+    let (binary, first, agent, _) = known_binary("gl-launched");
 
     // 30 forced cycles from its first millisecond (a count, not a duration:
     // a loaded machine makes no fewer), then it holds.
@@ -209,6 +189,23 @@ fn known_binary_started_through_a_launcher_is_measured_from_its_exec() {
         assert!(!known.contains(&inode), "{launcher} is in known_binaries: {known:?}");
     }
     drop(first);
+}
+
+/// A copy of gcburn named `comm`, made known by a first process that runs it (its probes
+/// attached, its inode in known_binaries), and an agent watching `comm`: (the binary, the
+/// first process, the agent, its metrics once the first process is probed).
+fn known_binary(comm: &str) -> (PathBuf, common::ChildGuard, Agent, common::Metrics) {
+    let binary = copies(&gcburn(), comm, 1).remove(0);
+    let first = common::start_workload(&binary, &["-cycles", "1"]);
+    let agent = Agent::start(&["--comm", comm]);
+    let attached = agent.wait_for(Duration::from_secs(10), |m| {
+        m.value(
+            "golens_probe_attached",
+            &[("pid", &first.pid().to_string()), ("probe", "gc_cycle_start")],
+        ) == Some(1.0)
+    });
+    assert!(attached.has_pid("golens_go_gc_cycles_total", first.pid()), "first process not probed");
+    (binary, first, agent, attached)
 }
 
 /// The inodes in the known_binaries map of the golens process `agent` (the

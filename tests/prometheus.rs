@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{build_workload_with, free_port, Agent, ChildGuard, GcWorkload, GoBuild};
+use common::{build_workload_with, Agent, GcWorkload, GoBuild};
 
 /// runtime.GC() calls of the workload.
 const CYCLES: u64 = 20;
@@ -78,28 +78,14 @@ fn promtool_lints_and_prometheus_scrapes_every_family() {
 
     // A real Prometheus scraping every second (it negotiates OpenMetrics).
     let dir = std::env::temp_dir().join(format!("golens-prometheus-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let target = agent.base_url.trim_start_matches("http://");
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
+    let (_prometheus, prometheus) = common::start_prometheus(
+        &dir,
+        &format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
              scrape_configs:\n  - job_name: golens\n    static_configs:\n      - targets: ['{target}']\n"
         ),
-    )
-    .unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let _prometheus = ChildGuard(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address={listen}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package: run `cargo xtask setup`)"),
     );
-    let prometheus = format!("http://{listen}");
     let checks = [
         (format!("golens_go_gc_cycles_total{{pid=\"{pid}\"}}"), CYCLES as f64),
         (

@@ -14,7 +14,7 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     path::PathBuf,
-    process::{Command, Stdio},
+    process::Stdio,
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -497,19 +497,7 @@ fn prometheus_scrapes_golens_over_tls_with_basic_auth() {
         job("golens", PASSWORD),
         job("intruder", "guess")
     );
-    std::fs::write(pki.path("prometheus.yml"), config).unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let _prometheus = ChildGuard(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", pki.path("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", pki.path("data").display()))
-            .arg(format!("--web.listen-address={listen}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package: run `cargo xtask setup`)"),
-    );
-    let prometheus = format!("http://{listen}");
+    let (_prometheus, prometheus) = common::start_prometheus(&pki.dir, &config);
     let checks = [
         ("up{job=\"golens\"}", 1.0),
         ("count(golens_agent_ebpf_available{job=\"golens\"})", 1.0),

@@ -97,6 +97,27 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Debian's Prometheus on a free loopback port, its config `config` written to
+/// DIR/prometheus.yml and its data in DIR/data: (the process, killed on drop; its base URL).
+pub fn start_prometheus(dir: &Path, config: &str) -> (ChildGuard, String) {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    let config_file = dir.join("prometheus.yml");
+    std::fs::write(&config_file, config)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", config_file.display()));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let child = ChildGuard(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config_file.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={listen}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package: run `cargo xtask setup`)"),
+    );
+    (child, format!("http://{listen}"))
+}
+
 /// A GC-bound process, killed on drop: gcburn collecting non-stop for `duration` with
 /// GOMAXPROCS=2 and GODEBUG=asyncpreemptoff=1, its spinning goroutine reaching a safe point
 /// only every ~4 ms, so every stop-the-world waits for it. On a quiet 2-CPU machine its world
