@@ -148,10 +148,11 @@ fn throttled_process_is_blamed_on_its_quota() {
         let after = verdict.split(name).nth(1).expect(name).trim_start();
         after.split(" %").next().unwrap().parse().unwrap_or_else(|_| panic!("{verdict}"))
     };
-    // Throttled about 90 % of the time (at most 100 %: one busy thread, one CPU's run queue),
-    // and waiting for it: waiting counts the throttled stretches too.
+    // Throttled about 90 % of the time, and waiting for it: waiting counts the throttled
+    // stretches too. (Above 100 % when its other threads sat on the other CPU's run queue as
+    // it was throttled: the kernel adds up each CPU's throttled time.)
     let throttled = share("throttled ");
-    assert!((50.0..=100.0).contains(&throttled), "{verdict}");
+    assert!(throttled >= 50.0, "{verdict}");
     assert!(share("waiting for CPU ") >= 50.0, "{verdict}");
 }
 
