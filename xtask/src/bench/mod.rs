@@ -56,7 +56,8 @@ const USAGE: &str = "usage: cargo xtask bench [--rounds N] [--seconds S] [--rate
   --scenario     which service setup (default all)
   --configs LIST comma-separated configurations to compare with no agent (default
                  sched,goruntime,syscalls,all; also each syscall family alone: vma,fd,net,
-                 netpoll,timers)
+                 netpoll,timers; and unwatched: every family, watching no process, whose
+                 program table against all's tells what watching the service adds)
   cargo xtask bench scale   the agent's own cost at 1 to 1000 processes (see --help there)";
 /// Unmeasured load after the service starts.
 const WARM_UP_SECONDS: u32 = 5;
@@ -399,7 +400,7 @@ mod tests {
         assert_eq!(all.configs, Config::WITH_AGENT);
         assert_eq!(
             parse_args(&args(&["--configs", "all,sched,timers"])).unwrap().configs,
-            [Config::ALL, Config::SCHED, Config::CHOOSABLE[8]]
+            [Config::ALL, Config::SCHED, Config::CHOOSABLE[9]]
         );
         assert!(parse_args(&args(&["--configs", "all,bogus"])).is_err());
         let one = parse_args(&args(&[

@@ -18,34 +18,43 @@ pub struct Config {
     name: &'static str,
     /// The `--probes` value of the agent; None for the baseline (no agent at all).
     probes: Option<&'static str>,
+    /// Whether the agent watches a twin; if not, it watches nothing, so that every hit of its
+    /// programs takes the early return of a process it does not watch.
+    watches: bool,
 }
 
 impl Config {
-    pub const BASELINE: Config = Config { name: "baseline", probes: None };
-    pub const SCHED: Config = Config { name: "sched", probes: Some("sched") };
-    pub const GORUNTIME: Config = Config { name: "goruntime", probes: Some("goruntime") };
+    pub const BASELINE: Config = Config::agent("baseline", None);
+    pub const SCHED: Config = Config::agent("sched", Some("sched"));
+    pub const GORUNTIME: Config = Config::agent("goruntime", Some("goruntime"));
     /// The per-syscall tracepoint families together.
-    pub const SYSCALLS: Config =
-        Config { name: "syscalls", probes: Some("vma,fd,net,netpoll,timers") };
+    pub const SYSCALLS: Config = Config::agent("syscalls", Some("vma,fd,net,netpoll,timers"));
     /// Every default family (golens' default).
-    pub const ALL: Config =
-        Config { name: "all", probes: Some("sched,goruntime,vma,fd,net,netpoll,timers") };
+    pub const ALL: Config = Config::agent("all", Some("sched,goruntime,vma,fd,net,netpoll,timers"));
+    /// Every default family, watching no process: what golens costs the processes it does not
+    /// watch (each program's early return), and by difference with ALL, the watched one's own.
+    pub const UNWATCHED: Config = Config { name: "unwatched", watches: false, ..Config::ALL };
+
+    const fn agent(name: &'static str, probes: Option<&'static str>) -> Config {
+        Config { name, probes, watches: true }
+    }
 
     /// The configurations compared with the baseline by default, in report order.
     pub const WITH_AGENT: [Config; 4] =
         [Config::SCHED, Config::GORUNTIME, Config::SYSCALLS, Config::ALL];
 
     /// Every configuration `--configs` accepts: the defaults, then each syscall family alone.
-    pub const CHOOSABLE: [Config; 9] = [
+    pub const CHOOSABLE: [Config; 10] = [
         Config::SCHED,
         Config::GORUNTIME,
         Config::SYSCALLS,
         Config::ALL,
-        Config { name: "vma", probes: Some("vma") },
-        Config { name: "fd", probes: Some("fd") },
-        Config { name: "net", probes: Some("net") },
-        Config { name: "netpoll", probes: Some("netpoll") },
-        Config { name: "timers", probes: Some("timers") },
+        Config::UNWATCHED,
+        Config::agent("vma", Some("vma")),
+        Config::agent("fd", Some("fd")),
+        Config::agent("net", Some("net")),
+        Config::agent("netpoll", Some("netpoll")),
+        Config::agent("timers", Some("timers")),
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,9 +66,15 @@ impl Config {
         self.probes
     }
 
-    /// Whether golens counts GC cycles in this configuration.
+    /// Whether golens watches a twin in this configuration.
+    pub fn watches(self) -> bool {
+        self.watches
+    }
+
+    /// Whether golens counts the watched twin's GC cycles in this configuration.
     pub fn counts_gc(self) -> bool {
-        self.probes.is_some_and(|probes| probes.split(',').any(|family| family == "goruntime"))
+        self.watches
+            && self.probes.is_some_and(|probes| probes.split(',').any(|f| f == "goruntime"))
     }
 }
 
@@ -153,14 +168,27 @@ mod tests {
         );
         assert!(Config::ALL.counts_gc() && Config::GORUNTIME.counts_gc());
         assert!(!Config::SCHED.counts_gc() && !Config::BASELINE.counts_gc());
+        assert!(!Config::UNWATCHED.counts_gc() && !Config::UNWATCHED.watches());
+        assert_eq!(Config::UNWATCHED.probes(), Config::ALL.probes());
         let names: Vec<&str> = Config::CHOOSABLE.iter().map(|c| c.name()).collect();
         assert_eq!(
             names,
-            ["sched", "goruntime", "syscalls", "all", "vma", "fd", "net", "netpoll", "timers"]
+            [
+                "sched",
+                "goruntime",
+                "syscalls",
+                "all",
+                "unwatched",
+                "vma",
+                "fd",
+                "net",
+                "netpoll",
+                "timers"
+            ]
         );
         // Each syscall family alone is one of the syscalls configuration's.
         let syscalls: Vec<&str> = Config::SYSCALLS.probes().unwrap().split(',').collect();
-        for config in &Config::CHOOSABLE[4..] {
+        for config in &Config::CHOOSABLE[5..] {
             assert_eq!(config.probes(), Some(config.name()));
             assert!(syscalls.contains(&config.name()), "{config:?}");
         }

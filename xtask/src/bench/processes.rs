@@ -28,6 +28,8 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const AGENT_INTERVAL: Duration = Duration::from_secs(1);
 
 const PROCESS_INFO_METRIC: &str = "golens_process_info";
+/// The `--comm` of an agent that is to watch nothing.
+const UNWATCHED_COMM: &str = "golens-bench-none";
 const GC_CYCLES_METRIC: &str = "golens_go_gc_cycles_total";
 const SIGTERM: i32 = 15;
 
@@ -144,6 +146,22 @@ impl Agent {
     /// Starts golens (release build) watching only `service_pid`, and waits until it is ready
     /// and shows the service in /metrics (with its GC counter when `counts_gc`).
     pub fn start(service_pid: u32, probes: &str, counts_gc: bool, log: &Path) -> Result<Agent> {
+        let pid = service_pid.to_string();
+        let mut agent = Agent::spawn(&["--pid", &pid], probes, log)?;
+        agent.wait_until_ready()?;
+        agent.wait_until_watching(service_pid, counts_gc)?;
+        Ok(agent)
+    }
+
+    /// Starts golens with its programs attached but watching no process (a comm no process
+    /// has), and waits until it is ready.
+    pub fn start_unwatched(probes: &str, log: &Path) -> Result<Agent> {
+        let mut agent = Agent::spawn(&["--comm", UNWATCHED_COMM], probes, log)?;
+        agent.wait_until_ready()?;
+        Ok(agent)
+    }
+
+    fn spawn(targets: &[&str], probes: &str, log: &Path) -> Result<Agent> {
         let listen = format!("127.0.0.1:{}", util::free_port()?);
         let log_file = fs::OpenOptions::new()
             .create(true)
@@ -153,7 +171,9 @@ impl Agent {
         let binary = util::golens_release_binary();
         let interval = format!("{}ms", AGENT_INTERVAL.as_millis());
         let child = Command::new(&binary)
-            .args(["run", "--pid", &service_pid.to_string(), "--probes", probes])
+            .arg("run")
+            .args(targets)
+            .args(["--probes", probes])
             .args(["--listen", &listen, "--interval", &interval])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().context("duplicating the log file")?)
@@ -161,12 +181,10 @@ impl Agent {
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         let pid = child.id();
-        let mut agent = Agent { child: Some(child), pid, listen, log: log.into() };
-        agent.wait_until_watching(service_pid, counts_gc)?;
-        Ok(agent)
+        Ok(Agent { child: Some(child), pid, listen, log: log.into() })
     }
 
-    fn wait_until_watching(&mut self, service_pid: u32, counts_gc: bool) -> Result<()> {
+    fn wait_until_ready(&mut self) -> Result<()> {
         let started = Instant::now();
         let ready = format!("http://{}/readyz", self.listen);
         while !http_get(&ready).is_ok_and(|(code, _)| code == 200) {
@@ -181,6 +199,10 @@ impl Agent {
             }
             thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
+    }
+
+    fn wait_until_watching(&mut self, service_pid: u32, counts_gc: bool) -> Result<()> {
         // /readyz can answer before the first collection that shows the process.
         let tracked = Instant::now();
         loop {

@@ -285,35 +285,76 @@ fn significant(value: f64) -> String {
     format!("{value:.decimals$}")
 }
 
-/// Per golens program in the valid "all" rounds: hits/s, ns per hit, hits and BPF ns per
-/// request.
+/// Per golens program in the valid rounds of "all" and of "unwatched": hits/s, ns per hit,
+/// hits and BPF ns per request; with both, what watching the twin adds.
 fn format_programs(out: &mut String, rounds: &[RoundResult]) {
-    let all: Vec<&RoundResult> =
-        rounds.iter().filter(|r| r.config == Config::ALL && r.valid()).collect();
+    let all = format_program_table(out, rounds, Config::ALL);
+    let unwatched = format_program_table(out, rounds, Config::UNWATCHED);
+    if all.is_none() && unwatched.is_none() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nns/hit is the program's own run time: the uprobe trap and the single-step of a probed \
+         instruction are not in it, but are in the service's CPU time. The tracepoint programs \
+         run for every task on the host (returning at once for untracked ones), so their hits \
+         include the other twin's, hey's and golens' own, and per request means per request of \
+         the watched twin. That early return is the one cost the twin comparison cannot see \
+         (both twins pay it): it is in these tables' ns/hit."
+    );
+    if let (Some(all), Some(unwatched)) = (all, unwatched) {
+        let _ = writeln!(
+            out,
+            "\nwhat watching the twin adds, \"all\" − \"unwatched\" (BPF ns per request; the rest \
+             of \"all\" is the early returns every process pays):\n"
+        );
+        let _ = writeln!(out, "| program | BPF ns/request |");
+        let _ = writeln!(out, "|---|---|");
+        let (mut total_all, mut total_unwatched) = (0.0, 0.0);
+        for (name, ns) in &all {
+            let other = unwatched.iter().find(|(n, _)| n == name).map_or(0.0, |(_, ns)| *ns);
+            total_all += ns;
+            total_unwatched += other;
+            if (ns - other).abs() >= 1.0 {
+                let _ = writeln!(out, "| {name} | {} |", significant(ns - other));
+            }
+        }
+        let _ = writeln!(out, "| total | {} |", significant(total_all - total_unwatched));
+    }
+}
+
+/// The program table of `config` (nothing without valid rounds of it); returns each
+/// program's BPF ns per request.
+fn format_program_table(
+    out: &mut String,
+    rounds: &[RoundResult],
+    config: Config,
+) -> Option<Vec<(String, f64)>> {
+    let used: Vec<&RoundResult> =
+        rounds.iter().filter(|r| r.config == config && r.valid()).collect();
     let mut programs: Vec<ProgramCost> = Vec::new();
-    for round in &all {
+    for round in &used {
         bpf_stats::merge_costs(&mut programs, &round.programs);
     }
-    if programs.is_empty() {
-        return;
-    }
-    let seconds: f64 = all.iter().map(|r| r.load().seconds).sum();
-    let requests: u64 = all.iter().map(|r| r.load().ok_responses).sum();
-    if seconds <= 0.0 || requests == 0 {
-        return;
+    let seconds: f64 = used.iter().map(|r| r.load().seconds).sum();
+    let requests: u64 = used.iter().map(|r| r.load().ok_responses).sum();
+    if programs.is_empty() || seconds <= 0.0 || requests == 0 {
+        return None;
     }
     // Uprobes first: their hit rate is the number that matters.
     programs.sort_by(|a, b| (a.kind != "uprobe", &a.name).cmp(&(b.kind != "uprobe", &b.name)));
     let _ = writeln!(
         out,
-        "\nper golens program, configuration \"all\" ({} rounds, {requests} requests; \
+        "\nper golens program, configuration \"{}\" ({} rounds, {requests} requests; \
          kernel.bpf_stats_enabled):\n",
-        all.len()
+        config.name(),
+        used.len()
     );
     let _ = writeln!(out, "| program | kind | hits/s | ns/hit | hits/request | BPF ns/request |");
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     let requests = requests as f64;
     let (mut total_hits, mut total_ns) = (0u64, 0u64);
+    let mut per_request = Vec::with_capacity(programs.len());
     for program in &programs {
         total_hits += program.hits;
         total_ns += program.run_time_ns;
@@ -322,6 +363,8 @@ fn format_programs(out: &mut String, rounds: &[RoundResult]) {
         } else {
             format!("{:.0}", program.run_time_ns as f64 / program.hits as f64)
         };
+        let ns = program.run_time_ns as f64 / requests;
+        per_request.push((program.name.clone(), ns));
         let _ = writeln!(
             out,
             "| {} | {} | {} | {per_hit} | {} | {} |",
@@ -329,7 +372,7 @@ fn format_programs(out: &mut String, rounds: &[RoundResult]) {
             program.kind,
             significant(program.hits as f64 / seconds),
             significant(program.hits as f64 / requests),
-            significant(program.run_time_ns as f64 / requests),
+            significant(ns),
         );
     }
     let baseline = summary::summarize(rounds, Config::BASELINE).cpu_us_per_request;
@@ -346,15 +389,7 @@ fn format_programs(out: &mut String, rounds: &[RoundResult]) {
         significant(total_hits as f64 / requests),
         significant(total_ns as f64 / requests),
     );
-    let _ = writeln!(
-        out,
-        "\nns/hit is the program's own run time: the uprobe trap and the single-step of a probed \
-         instruction are not in it, but are in the service's CPU time. tp_btf programs run for \
-         every task on the host (returning at once for untracked ones), so their hits include \
-         the other twin's, hey's and golens' own, and per request means per request of the \
-         watched twin. That early return is the one cost the twin comparison cannot see (both \
-         twins pay it): it is in this table's ns/hit."
-    );
+    Some(per_request)
 }
 
 fn scenario_notes(result: &ScenarioResult) -> Vec<String> {
@@ -520,6 +555,35 @@ mod tests {
         );
         assert!(report.contains("one step is 5.0 % of the baseline's p99 (2.00 ms)"), "{report}");
         assert!(report.contains("resolution: with no agent the twins' figure is +0.00 %"));
+    }
+
+    #[test]
+    fn watching_adds_the_difference_to_the_unwatched_programs() {
+        let program = |name: &str, hits: u64, run_time_ns: u64| ProgramCost {
+            name: name.into(),
+            kind: "tp_btf",
+            hits,
+            run_time_ns,
+        };
+        let mut rounds = Vec::new();
+        for (config, switch_ns) in [(Config::ALL, 3_000_000), (Config::UNWATCHED, 1_000_000)] {
+            for watched in [0, 1] {
+                let mut round = round(0, config, watched, 20_000, 3.0, 3.0);
+                round.programs = vec![
+                    program("golens_switch", 20_000, switch_ns),
+                    program("golens_exit", 10, 0),
+                ];
+                rounds.push(round);
+            }
+        }
+        let result = ScenarioResult { scenario: REALISTIC, service_cpus: None, rounds };
+        let report = format_report(&run_info(), &[result]);
+        assert!(report.contains("configuration \"all\" (2 rounds"), "{report}");
+        assert!(report.contains("configuration \"unwatched\" (2 rounds"), "{report}");
+        // 6 ms over 40 000 requests watched, 2 ms unwatched: 100 ns per request added.
+        assert_eq!(cells(&report, "| golens_switch | 100"), ["golens_switch", "100"], "{report}");
+        assert!(!report.contains("| golens_exit | 0"), "no difference, no line: {report}");
+        assert_eq!(cells(&report, "| total | 100"), ["total", "100"], "{report}");
     }
 
     #[test]

@@ -234,9 +234,10 @@ pub fn measure(
     let watched_pid = pids[planned.watched];
     wait_for_quiet_machine(&pids, setup.machine);
     let agent = match config.probes() {
-        Some(probes) => {
+        Some(probes) if config.watches() => {
             Some(Agent::start(watched_pid, probes, config.counts_gc(), setup.agent_log)?)
         }
+        Some(probes) => Some(Agent::start_unwatched(probes, setup.agent_log)?),
         None => None,
     };
     thread::sleep(SETTLE);
