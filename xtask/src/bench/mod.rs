@@ -220,10 +220,12 @@ fn run_scenario(
             index + 1,
             plan.len(),
             planned.block + 1,
-            config.probes().map_or("no agent (baseline)".into(), |p| format!(
-                "golens --probes {p} watching twin {}",
-                planned.watched + 1
-            ))
+            match config.probes() {
+                None => "no agent (baseline)".into(),
+                Some(p) if config.watches() =>
+                    format!("golens --probes {p} watching twin {}", planned.watched + 1),
+                Some(p) => format!("golens --probes {p} watching neither twin"),
+            }
         ));
         let result = round::measure(&mut twins, planned, setup)?;
         util::step(&format!("{name}:   {}", describe_round(&result)));
