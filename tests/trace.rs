@@ -87,6 +87,40 @@ fn every_cycle_once_with_an_agent_watching_too() {
     workload.finish();
 }
 
+/// Every Go version of the matrix (stripped; 1.21 as PIE, 1.25 with cgo): 20 forced cycles
+/// give 20 `gc` lines with their two pauses each, numbered 1 to 20, and a summary that counts
+/// them, the runtime's own count being the reference.
+#[test]
+#[ignore = "privileged: loads eBPF programs; run `cargo xtask test` as root"]
+fn every_version_of_the_matrix_gets_its_timeline() {
+    let stripped = GoBuild { stripped: true, ..GoBuild::default() };
+    let matrix = [
+        ("1.19", stripped),
+        ("1.21.13", GoBuild { pie: true, ..stripped }),
+        ("1.23.9", stripped),
+        ("1.25.5", GoBuild { cgo: true, ..stripped }),
+        ("1.27.3", stripped),
+    ];
+    for (version, build) in matrix {
+        let binary = build_workload_with("gcburn", version, build);
+        let mut workload = GcWorkload::start(&binary, &["-cycles", "20", "-spin", "0"]);
+        let trace = start_trace(&["--pid", &workload.pid, "--json", "--duration", "3s"]);
+        let report = workload.run_cycles();
+        let lines = json_lines(trace);
+        let gc: Vec<_> = lines.iter().filter(|l| l["event"] == "gc").collect();
+        let summary = lines.iter().find(|l| l["event"] == "summary").expect("a summary line");
+        println!("Go {version}: runtime {} cycles, trace {} gc lines", report.gc_cycles, gc.len());
+        assert_eq!(gc.len() as u64, report.gc_cycles, "Go {version}: one line per cycle");
+        assert_eq!(summary["gc_cycles"], report.gc_cycles, "Go {version}");
+        let numbers: Vec<u64> = gc.iter().map(|l| l["gc"].as_u64().expect("gc number")).collect();
+        assert_eq!(numbers, (1..=report.gc_cycles).collect::<Vec<_>>(), "Go {version}");
+        for line in &gc {
+            assert_eq!(line["pauses"].as_array().map(Vec::len), Some(2), "Go {version}: {line}");
+        }
+        workload.finish();
+    }
+}
+
 /// A process with many more runnable threads than CPUs: the verdict names
 /// the scheduler.
 #[test]
