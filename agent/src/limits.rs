@@ -108,7 +108,7 @@ fn read_process(reader: &ProcessReader, pid: u32, binary: &BinaryInfo) -> Limits
         cpu_quota_cores: read.cpu_quota_cores,
         gomaxprocs: read.gomaxprocs,
         gomaxprocs_source: read.gomaxprocs_source.map(|s| s.as_str().to_string()),
-        cpu_seconds: crate::pressure::cpu_seconds(pid),
+        cpu_seconds: crate::discovery::procfs::cpu_seconds(pid),
     }
 }
 

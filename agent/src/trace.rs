@@ -299,7 +299,7 @@ impl Sample {
         let limits = pressure::read_process(pid, Some(version));
         Sample {
             runqueue_ns,
-            cpu_s: pressure::cpu_seconds(pid),
+            cpu_s: procfs::cpu_seconds(pid),
             throttled_s: limits.cpu_throttled_seconds,
         }
     }

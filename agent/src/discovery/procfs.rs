@@ -76,9 +76,27 @@ pub fn start_time(pid: u32) -> io::Result<u64> {
 }
 
 pub fn parse_start_time(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    // Fields after comm start at field 3 (state); starttime is field 22.
-    after_comm.split_whitespace().nth(22 - 3)?.parse().ok()
+    stat_field(stat, 22)
+}
+
+/// Numeric field `field` (1-based, as proc(5) numbers them; 3 or more) of a /proc/PID/stat
+/// line. The comm (field 2) may hold spaces and parentheses: fields are counted after its
+/// last ')'.
+pub fn stat_field(stat: &str, field: usize) -> Option<u64> {
+    let after_comm = stat.get(stat.rfind(')')? + 1..)?;
+    // Fields after comm start at field 3 (state).
+    after_comm.split_whitespace().nth(field.checked_sub(3)?)?.parse().ok()
+}
+
+/// utime + stime (fields 14 and 15) of process `pid`, all its threads, exited ones included,
+/// in seconds: what the verdict's "waiting for CPU" share compares run-queue time with. None
+/// when /proc/PID/stat cannot be read.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(proc_root().join(format!("{pid}/stat"))).ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = stat_field(&stat, 14)? + stat_field(&stat, 15)?;
+    (ticks_per_second > 0).then(|| ticks as f64 / ticks_per_second as f64)
 }
 
 pub fn key(pid: u32) -> io::Result<ProcessKey> {
@@ -108,6 +126,20 @@ mod tests {
         let stat = "42 (my (weird) app) S 1 42 42 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 7 0 123456 \
                     1000 10 18446744073709551615";
         assert_eq!(parse_start_time(stat), Some(123456));
+    }
+
+    #[test]
+    fn stat_fields_after_an_odd_comm() {
+        let stat = "4242 (my (odd) comm) S 4200 4242 4200 0 -1 4194560 1234 0 0 0 731 402 0 0 \
+                    20 0 7 0 123456 1000000 2000";
+        assert_eq!((stat_field(stat, 14), stat_field(stat, 15)), (Some(731), Some(402)));
+        assert_eq!(stat_field(stat, 4), Some(4200));
+        assert_eq!(stat_field(stat, 3), None, "the state is a letter");
+        assert_eq!(stat_field(stat, 2), None);
+        assert_eq!(stat_field("4242 (x) S 1 2", 14), None);
+        assert_eq!(stat_field("garbage", 4), None);
+        assert!(cpu_seconds(std::process::id()).is_some());
+        assert_eq!(cpu_seconds(u32::MAX), None);
     }
 
     #[test]

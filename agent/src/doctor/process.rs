@@ -211,11 +211,9 @@ fn is_kernel_thread(root: Root<'_>, pid: u32) -> bool {
         .is_some_and(|flags| flags & PF_KTHREAD != 0)
 }
 
-/// Field 9 (flags) of /proc/PID/stat, counted after the comm's last ')'.
+/// Field 9 (flags) of /proc/PID/stat.
 fn stat_flags(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    // Fields after comm start at field 3 (state).
-    after_comm.split_whitespace().nth(9 - 3)?.parse().ok()
+    crate::discovery::procfs::stat_field(stat, 9)
 }
 
 /// "socket:[12345]" -> 12345.

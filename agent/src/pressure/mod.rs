@@ -23,7 +23,6 @@
 //! tested in `privileged_tests.rs`.
 
 pub(crate) mod cgroup;
-mod cpu;
 mod gomaxprocs;
 mod host;
 mod netns;
@@ -39,7 +38,6 @@ use std::{collections::BTreeMap, fs, io, path::Path, path::PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use cgroup::CgroupMounts;
-pub use cpu::cpu_seconds;
 pub use gomaxprocs::default_godebug_from_modinfo;
 pub use host::read_host;
 pub use netns::read_host_in_net_namespace;
