@@ -1068,6 +1068,7 @@ fn format_report(machine: &Machine, idle_seconds: u64, rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::test_support::{cells, machine};
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -1182,22 +1183,6 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(summarize(&[ms(3), ms(1), ms(2)]), Some((ms(1), ms(2), ms(3))));
         assert_eq!(summarize(&[]), None);
-    }
-
-    fn machine() -> Machine {
-        Machine {
-            cpus: 2,
-            cpu_model: "AMD EPYC".into(),
-            kernel: "6.18.44".into(),
-            memory_kib: Some(24 * 1024 * 1024),
-            clock_ticks: 100,
-            clock_ticks_assumed: false,
-        }
-    }
-
-    fn cells(report: &str, prefix: &str) -> Vec<String> {
-        let line = report.lines().find(|l| l.starts_with(prefix)).unwrap_or_default();
-        line.trim_matches('|').split('|').map(|c| c.trim().to_owned()).collect()
     }
 
     #[test]

@@ -386,6 +386,30 @@ fn parse_args(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
+/// What the report tests of `bench` and `bench scale` both need.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::procfs::Machine;
+
+    /// This project's VM, as the reports describe it.
+    pub fn machine() -> Machine {
+        Machine {
+            cpus: 2,
+            cpu_model: "AMD EPYC".into(),
+            kernel: "6.18.44".into(),
+            memory_kib: Some(24 * 1024 * 1024),
+            clock_ticks: 100,
+            clock_ticks_assumed: false,
+        }
+    }
+
+    /// The cells of the first Markdown table row of `report` that starts with `prefix`.
+    pub fn cells(report: &str, prefix: &str) -> Vec<String> {
+        let line = report.lines().find(|l| l.starts_with(prefix)).unwrap_or_default();
+        line.trim_matches('|').split('|').map(|cell| cell.trim().to_owned()).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -445,18 +445,11 @@ fn scenario_notes(result: &ScenarioResult) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{round::tests::round, PATHOLOGICAL, REALISTIC};
-
-    fn machine() -> Machine {
-        Machine {
-            cpus: 2,
-            cpu_model: "AMD EPYC".into(),
-            kernel: "6.18.44".into(),
-            memory_kib: Some(24 * 1024 * 1024),
-            clock_ticks: 100,
-            clock_ticks_assumed: false,
-        }
-    }
+    use crate::bench::{
+        round::tests::round,
+        test_support::{cells, machine},
+        PATHOLOGICAL, REALISTIC,
+    };
 
     fn run_info() -> RunInfo {
         RunInfo {
@@ -467,11 +460,6 @@ mod tests {
             pinning: "service on CPU 0, hey on CPU 1; golens unpinned".into(),
             foreign_agents: Vec::new(),
         }
-    }
-
-    fn cells(report: &str, prefix: &str) -> Vec<String> {
-        let line = report.lines().find(|l| l.starts_with(prefix)).unwrap_or_default();
-        line.trim_matches('|').split('|').map(|cell| cell.trim().to_owned()).collect()
     }
 
     #[test]
