@@ -101,18 +101,11 @@ fn short_run_of_a_known_binary_is_measured_from_its_exec() {
     let before = tracked_total(&attached);
 
     // The restart: GC cycles from its first instruction for 150 ms, then it holds.
-    let (short, mut stdout) = common::start_interactive(
+    let (_short, runtime_cycles, seen, metrics) = run_and_count(
+        &agent,
         &binary,
         &["-wait=false", "-cycles", "0", "-duration", "150ms", "-spin", "0", "-hold"],
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&stdout.next().expect("report line").expect("report")).unwrap();
-    let runtime_cycles = report["num_gc"].as_u64().expect("num_gc");
-    let pid = short.pid().to_string();
-    let metrics = agent.wait_for(Duration::from_secs(10), |m| {
-        value(m, "golens_go_gc_cycles_total", &[("pid", &pid)]) >= runtime_cycles as f64
-    });
-    let seen = value(&metrics, "golens_go_gc_cycles_total", &[("pid", &pid)]);
     println!("150 ms run: runtime NumGC {runtime_cycles}, golens {seen}");
     assert!(runtime_cycles >= 20, "the workload should force >= 20 cycles in 150 ms");
     assert_eq!(seen, runtime_cycles as f64, "every cycle since exec is seen");
@@ -158,15 +151,8 @@ fn known_binary_started_through_a_launcher_is_measured_from_its_exec() {
         let exec_before =
             value(&before, "golens_agent_processes_tracked_total", &[("how", "exec")]);
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let (short, mut stdout) = common::start_interactive(Path::new(argv[0]), &argv[1..]);
-        let report: serde_json::Value =
-            serde_json::from_str(&stdout.next().expect("report line").expect("report")).unwrap();
-        let runtime_cycles = report["num_gc"].as_u64().expect("num_gc");
-        let pid = short.pid().to_string();
-        let metrics = agent.wait_for(Duration::from_secs(10), |m| {
-            value(m, "golens_go_gc_cycles_total", &[("pid", &pid)]) >= runtime_cycles as f64
-        });
-        let seen = value(&metrics, "golens_go_gc_cycles_total", &[("pid", &pid)]);
+        let (short, runtime_cycles, seen, metrics) =
+            run_and_count(&agent, Path::new(argv[0]), &argv[1..]);
         let tracked_as =
             |how: &str| value(&metrics, "golens_agent_processes_tracked_total", &[("how", how)]);
         println!(
@@ -189,6 +175,26 @@ fn known_binary_started_through_a_launcher_is_measured_from_its_exec() {
         assert!(!known.contains(&inode), "{launcher} is in known_binaries: {known:?}");
     }
     drop(first);
+}
+
+/// Runs `program ARGS` (gcburn, or a launcher that execs it) until it prints its report, and
+/// waits until `agent` has counted at least the GC cycles the runtime reported: (the process,
+/// holding; the runtime's NumGC; golens' count; the metrics it was read from).
+fn run_and_count(
+    agent: &Agent,
+    program: &Path,
+    args: &[&str],
+) -> (common::ChildGuard, u64, f64, common::Metrics) {
+    let (process, mut stdout) = common::start_interactive(program, args);
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout.next().expect("report line").expect("report")).unwrap();
+    let runtime_cycles = report["num_gc"].as_u64().expect("num_gc");
+    let pid = process.pid().to_string();
+    let metrics = agent.wait_for(Duration::from_secs(10), |m| {
+        value(m, "golens_go_gc_cycles_total", &[("pid", &pid)]) >= runtime_cycles as f64
+    });
+    let seen = value(&metrics, "golens_go_gc_cycles_total", &[("pid", &pid)]);
+    (process, runtime_cycles, seen, metrics)
 }
 
 /// A copy of gcburn named `comm`, made known by a first process that runs it (its probes
