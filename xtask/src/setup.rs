@@ -24,6 +24,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("prometheus", "a real Prometheus scrapes golens in the tests; promtool lints /metrics"),
     ("caddy", "a real third-party Go service whose own go_gc_duration_seconds the tests check"),
     ("hey", "fixed-rate (open-loop) HTTP load for the tests and the bench"),
+    ("bpftrace", "counts each process's probe events for `cargo xtask bench hits`"),
     ("python3", "a multi-threaded program that is not Go, for a test"),
     ("tmux", "runs golens top in a real terminal for its tests (send-keys, capture-pane)"),
     ("buildah", "cargo xtask image builds golens' OCI image with it, offline, FROM scratch"),

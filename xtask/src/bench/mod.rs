@@ -23,6 +23,7 @@
 
 mod bpf_stats;
 mod hey;
+mod hits;
 mod plan;
 mod processes;
 pub(crate) mod procfs;
@@ -58,7 +59,9 @@ const USAGE: &str = "usage: cargo xtask bench [--rounds N] [--seconds S] [--rate
                  sched,goruntime,syscalls,all; also each syscall family alone: vma,fd,net,
                  netpoll,timers; and unwatched: every family, watching no process, whose
                  program table against all's tells what watching the service adds)
-  cargo xtask bench scale   the agent's own cost at 1 to 1000 processes (see --help there)";
+  cargo xtask bench scale   the agent's own cost at 1 to 1000 processes (see --help there)
+  cargo xtask bench hits    what golens costs one service, family by family: the hits it
+                            causes times what a hit costs (see --help there)";
 /// Unmeasured load after the service starts.
 const WARM_UP_SECONDS: u32 = 5;
 /// How long to wait for another `cargo xtask bench` on the machine to finish.
@@ -112,6 +115,9 @@ struct Options {
 pub fn bench(args: &[String]) -> Result<()> {
     if args.first().is_some_and(|first| first == "scale") {
         return crate::bench_scale::bench_scale(&args[1..]);
+    }
+    if args.first().is_some_and(|first| first == "hits") {
+        return hits::bench_hits(&args[1..]);
     }
     if args.iter().any(|arg| arg == "-h" || arg == "--help") {
         println!("{USAGE}");
