@@ -22,10 +22,10 @@
  *                the exec handler for known binaries), so kernel work here
  *                is a lookup and a few adds.
  *
- * Cost: these tracepoints fire for every task on the host; an untracked
- * task costs one hash lookup per handler (two for a preempted one in
- * sched_switch). Expected rate: the host's context-switch rate
- * (10^3-10^5/s).
+ * Cost: these tracepoints fire for every task on the host. An untracked
+ * task costs a wakeup one hash lookup; a switch, a task storage test of
+ * next (plus a hash lookup of prev when prev was preempted). Expected
+ * rate: the host's context-switch rate (10^3-10^5/s).
  */
 
 struct {
@@ -87,7 +87,7 @@ int BPF_PROG(golens_wakenew, struct task_struct *task)
 static __always_inline void on_switch(struct task_struct *prev, struct task_struct *next,
 				      bool prev_runnable)
 {
-	__u32 prev_tgid, next_tgid = task_tgid(next);
+	__u32 prev_tgid, next_tgid;
 	struct golens_sched_stats *stats;
 	__u64 *enqueued_at, start;
 
@@ -104,19 +104,23 @@ static __always_inline void on_switch(struct task_struct *prev, struct task_stru
 		}
 	}
 
-	if (!is_tracked(next_tgid))
-		return;
+	/* next: only threads of tracked processes get a wakeup_ts entry
+	 * (record_enqueue), so its absence, a pointer test, answers "not
+	 * tracked" for most switches on the host without the hash lookup of
+	 * is_tracked. A thread whose process was untracked since its enqueue
+	 * finds no stats below. */
 	enqueued_at = bpf_task_storage_get(&wakeup_ts, next, 0, 0);
 	if (!enqueued_at || !*enqueued_at)
 		return;
 	start = *enqueued_at;
 	*enqueued_at = 0;
+	next_tgid = task_tgid(next);
 	stats = bpf_map_lookup_elem(&sched_stats, &next_tgid);
 	if (stats) {
 		__u64 now = bpf_ktime_get_ns();
 		if (now > start)
 			hist_record_local(&stats->runqueue_latency, now - start);
-	} else {
+	} else if (is_tracked(next_tgid)) {
 		count_drop(GOLENS_CTR_SCHED_STATS_MISSING);
 	}
 }
