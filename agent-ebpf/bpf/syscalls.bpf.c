@@ -4,7 +4,11 @@
  * per-syscall tracepoints (syscalls/sys_enter_NAME, sys_exit_NAME) of the
  * syscalls that matter, never raw_syscalls (which would run for every
  * syscall on the host). Every handler returns at once for an untracked
- * process: one hash lookup.
+ * process: one hash lookup at an enter, a task storage test at the exit
+ * of a timed wait, the result tested before one lookup at the others.
+ * While any of them is attached, every syscall of every process takes the
+ * kernel's traced syscall path: a toll of ~40-60 ns per syscall here
+ * (agent/examples/tracepoint_hit_cost), whichever syscalls are probed.
  *
  * Families (each a `--probes` name; userspace attaches a family's
  * tracepoints or none of them):
@@ -48,12 +52,15 @@ struct {
 	__type(value, struct wait_start);
 } wait_start SEC(".maps");
 
-/* This CPU's copy of the current process's stats, or NULL if untracked. */
+/* This CPU's copy of the current process's stats, or NULL if untracked.
+ * The lookup is the tracked test: an entry exists while the process is
+ * tracked (created before its `tracked` entry, removed after it), so a
+ * tracked process costs one lookup here, not two. */
 static __always_inline struct golens_pressure_stats *current_pressure(void)
 {
 	__u32 tgid = current_tgid();
 
-	if (!is_tracked(tgid))
+	if (!tgid)
 		return 0;
 	return bpf_map_lookup_elem(&pressure_stats, &tgid);
 }
