@@ -184,13 +184,20 @@ fn count_scenario(
             options.windows, options.seconds, options.rate
         ));
         let counter = Bpftrace::start(script)?;
-        let before = twins.each_ref().map(|twin| (procfs::cpu_ns(twin.pid), twin.gc_cycles()));
+        let read = |twin: &Service| {
+            (procfs::cpu_ns(twin.pid), twin.gc_cycles(), procfs::involuntary_switches(twin.pid))
+        };
+        let before = twins.each_ref().map(read);
         let loads = hey::run_together(urls, options.seconds, options.rate, pinning.hey_cpu)?;
-        let after = twins.each_ref().map(|twin| (procfs::cpu_ns(twin.pid), twin.gc_cycles()));
+        let after = twins.each_ref().map(read);
         let counts = counter.finish()?;
         for (index, twin) in twins.iter().enumerate() {
-            let (Some(cpu_before), Ok(gc_before)) = &before[index] else { continue };
-            let (Some(cpu_after), Ok(gc_after)) = &after[index] else { continue };
+            let (Some(cpu_before), Ok(gc_before), Some(preempted_before)) = &before[index] else {
+                continue;
+            };
+            let (Some(cpu_after), Ok(gc_after), Some(preempted_after)) = &after[index] else {
+                continue;
+            };
             let Some(cpu_seconds) = cpu_before.seconds_until(cpu_after) else {
                 util::step(&format!(
                     "{name}:   twin {}: a thread exited; sample skipped",
@@ -209,6 +216,7 @@ fn count_scenario(
                 requests,
                 cpu_seconds,
                 gc_after.saturating_sub(*gc_before),
+                preempted_after.saturating_sub(*preempted_before),
             );
             util::step(&format!(
                 "{name}:   twin {}: {:.0} requests/s, {:.1} µs CPU per request, {:.1} events per \
@@ -349,6 +357,8 @@ struct Sample {
     cpu_us_per_request: f64,
     switch_in: f64,
     switch_out: f64,
+    /// Switches out of a preempted thread (still runnable): golens does work for these.
+    preempted: f64,
     wakeup: f64,
     epoll: f64,
     sleep: f64,
@@ -366,6 +376,7 @@ impl Sample {
         requests: u64,
         cpu_seconds: f64,
         gc_cycles: u64,
+        preempted: u64,
     ) -> Sample {
         let per_request = |count: u64| count as f64 / requests as f64;
         let process = |map: &str| per_request(counts.of(map, &[pid]));
@@ -374,6 +385,7 @@ impl Sample {
             cpu_us_per_request: cpu_seconds * 1e6 / requests as f64,
             switch_in: threads("switch_in"),
             switch_out: process("switch_out"),
+            preempted: per_request(preempted),
             wakeup: threads("wakeup"),
             epoll: process("epoll"),
             sleep: process("sleep"),
@@ -392,10 +404,11 @@ impl Sample {
     fn costs(&self, prices: &Prices, watched: bool) -> [f64; FAMILIES.len()] {
         let pick = |price: &Price| if watched { price.tracked } else { price.untracked };
         let toll = prices.toll.untracked;
-        // Tracked switches in and wakeups do the work; a switch out does only when the thread
-        // was preempted, which the round trip does not measure: priced as one switch in.
-        let sched = (self.switch_in + self.wakeup) * prices.sched_hit(watched)
-            + self.switch_out * prices.sched_hit(false);
+        // Switches in and wakeups of a watched thread do the work; a switch out does only when
+        // the thread was preempted (then priced as a switch in), else it is an early return.
+        let preempted = self.preempted.min(self.switch_out);
+        let sched = (self.switch_in + self.wakeup + preempted) * prices.sched_hit(watched)
+            + (self.switch_out - preempted) * prices.sched_hit(false);
         let other_syscalls = (self.syscalls - self.epoll - self.sleep).max(0.0);
         [
             sched,
@@ -644,25 +657,14 @@ fn parse_args(args: &[String]) -> Result<Options> {
         rate: 1000,
         cost_rounds: 5,
     };
-    let mut iter = args.iter();
-    while let Some(flag) = iter.next() {
-        let value = iter.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let number = || -> Result<u32> {
-            value.parse().with_context(|| format!("{flag} takes a whole number, not `{value}`"))
-        };
-        match flag.as_str() {
+    for (flag, value) in super::flag_pairs(args, USAGE)? {
+        let number = || super::whole_number(flag, value);
+        match flag {
             "--windows" => options.windows = number()?,
             "--seconds" => options.seconds = number()?,
             "--rate" => options.rate = number()?,
             "--cost-rounds" => options.cost_rounds = number()?,
-            "--scenario" => {
-                options.scenarios = match value.as_str() {
-                    "realistic" => vec![super::REALISTIC],
-                    "pathological" => vec![super::PATHOLOGICAL],
-                    "all" => vec![super::REALISTIC, super::PATHOLOGICAL],
-                    other => bail!("unknown scenario `{other}`\n{USAGE}"),
-                };
-            }
+            "--scenario" => options.scenarios = super::scenarios(value, USAGE)?,
             _ => bail!("unknown option `{flag}`\n{USAGE}"),
         }
     }
@@ -742,15 +744,16 @@ result\troundtrip\ttracked\t1146.0\t1010.0\t1232.0
         let text = "@switch_in[10]: 2000\n@switch_in[11]: 1640\n@switch_out[10]: 3640\n\
                     @wakeup[11]: 2140\n@epoll[10]: 340\n@sleep[10]: 1820\n@pressure[10]: 200\n\
                     @syscalls[10]: 13500\n@syscalls[99]: 50000\n";
-        let sample = Sample::new(&Counts::parse(text), 10, &[10, 11], 2000, 0.32, 4);
+        let sample = Sample::new(&Counts::parse(text), 10, &[10, 11], 2000, 0.32, 4, 1080);
         assert_eq!(sample.cpu_us_per_request, 160.0);
         assert_eq!(sample.switch_in, 1.82);
         assert_eq!(sample.syscalls, 6.75);
         assert_eq!(sample.gc_cycles, 0.002);
         let watched = sample.costs(&prices(), true);
         let unwatched = sample.costs(&prices(), false);
-        // sched: (1.82 + 1.07) * 225.5 + 1.82 * 122.75 ns
-        assert!((watched[0] - (2.89 * 225.5 + 1.82 * 122.75) / 1000.0).abs() < 1e-9);
+        // sched: (1.82 in + 1.07 wakeups + 0.54 preempted) * 225.5 + (1.82 - 0.54) out * 122.75
+        assert!((watched[0] - (3.43 * 225.5 + 1.28 * 122.75) / 1000.0).abs() < 1e-9);
+        assert!((unwatched[0] - 4.71 * 0.12275).abs() < 1e-9);
         // goruntime: 0.002 cycles * 7 hits * 620 ns, nothing when not watched
         assert!((watched[1] - 0.002 * 7.0 * 0.62).abs() < 1e-9);
         assert_eq!(unwatched[1], 0.0);

@@ -342,6 +342,32 @@ fn wait_for_other_benchmarks() -> Result<()> {
     }
 }
 
+/// The `--flag value` pairs of `args`, in order; a flag without a value is an error that shows
+/// `usage`.
+fn flag_pairs<'a>(args: &'a [String], usage: &str) -> Result<Vec<(&'a str, &'a str)>> {
+    args.chunks(2)
+        .map(|pair| match pair {
+            [flag, value] => Ok((flag.as_str(), value.as_str())),
+            [flag] => bail!("{flag} needs a value\n{usage}"),
+            _ => unreachable!("chunks(2) gives one or two"),
+        })
+        .collect()
+}
+
+fn whole_number(flag: &str, value: &str) -> Result<u32> {
+    value.parse().with_context(|| format!("{flag} takes a whole number, not `{value}`"))
+}
+
+/// The scenarios `--scenario` names: realistic, pathological or all.
+fn scenarios(value: &str, usage: &str) -> Result<Vec<Scenario>> {
+    Ok(match value {
+        "realistic" => vec![REALISTIC],
+        "pathological" => vec![PATHOLOGICAL],
+        "all" => vec![REALISTIC, PATHOLOGICAL],
+        other => bail!("unknown scenario `{other}`\n{usage}"),
+    })
+}
+
 fn parse_args(args: &[String]) -> Result<Options> {
     let mut options = Options {
         rounds: 3,
@@ -350,24 +376,13 @@ fn parse_args(args: &[String]) -> Result<Options> {
         scenarios: vec![REALISTIC, PATHOLOGICAL],
         configs: Config::WITH_AGENT.to_vec(),
     };
-    let mut iter = args.iter();
-    while let Some(flag) = iter.next() {
-        let value = iter.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let number = || -> Result<u32> {
-            value.parse().with_context(|| format!("{flag} takes a whole number, not `{value}`"))
-        };
-        match flag.as_str() {
+    for (flag, value) in flag_pairs(args, USAGE)? {
+        let number = || whole_number(flag, value);
+        match flag {
             "--rounds" => options.rounds = number()?,
             "--seconds" => options.seconds = number()?,
             "--rate" => options.rate = number()?,
-            "--scenario" => {
-                options.scenarios = match value.as_str() {
-                    "realistic" => vec![REALISTIC],
-                    "pathological" => vec![PATHOLOGICAL],
-                    "all" => vec![REALISTIC, PATHOLOGICAL],
-                    other => bail!("unknown scenario `{other}`\n{USAGE}"),
-                };
-            }
+            "--scenario" => options.scenarios = scenarios(value, USAGE)?,
             "--configs" => {
                 options.configs = value
                     .split(',')
