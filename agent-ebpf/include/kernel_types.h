@@ -123,9 +123,38 @@ struct mm_struct {
 	int map_count; /* VMAs; vm.max_map_count is its limit */
 };
 
+/* The scheduler's own run-queue accounting (CONFIG_SCHED_INFO): what
+ * /proc/PID/task/TID/schedstat shows. run_delay sums the task's waits on a
+ * run queue, pcount counts its runs; last_queued is the run-queue clock at
+ * its enqueue (wakeup, or preemption: it stays runnable), 0 once the wait
+ * is added to run_delay: at its next run, right after the sched_switch
+ * tracepoint, or when it leaves a run queue without running (migration). */
+struct sched_info {
+	unsigned long pcount;
+	unsigned long long run_delay;
+	unsigned long long last_queued;
+};
+
+struct rq;
+
+struct cfs_rq {
+	struct rq *rq; /* CONFIG_FAIR_GROUP_SCHED; else cfs_rq is rq->cfs */
+};
+
+struct rq {
+	__u64 clock; /* rq_clock(): the "now" sched_info uses */
+	struct cfs_rq cfs;
+};
+
+struct sched_entity {
+	struct cfs_rq *cfs_rq; /* the task's, on its CPU's run queue */
+};
+
 struct task_struct {
 	/* 5.14+ (commit 2f064a59a11f, "sched: Change task_struct::state") */
 	unsigned int __state;
+	struct sched_entity se;
+	struct sched_info sched_info;
 	struct mm_struct *mm;
 	pid_t pid;
 	pid_t tgid;

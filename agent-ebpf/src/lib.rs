@@ -34,6 +34,11 @@ unsafe impl aya::Pod for GcEvent {}
 /// translated into golens' pid namespace (see `bpf/common.bpf.h`).
 pub const PIDNS_TRANSLATE_GLOBAL: &str = "golens_pidns_translate";
 
+/// Load-time global: 1 when run-queue latency comes from the kernel's own
+/// sched_info at sched_switch, 0 from golens' wakeup timestamps (see
+/// `bpf/sched.bpf.c`).
+pub const RUNQ_FROM_SCHED_INFO_GLOBAL: &str = "golens_runq_from_sched_info";
+
 /// The compiled object with every probe family (built by build.rs).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/golens.bpf.o"));
 
@@ -107,8 +112,9 @@ pub mod programs {
 
     /// Discovery: without these the agent cannot follow exec/exit.
     pub const DISCOVERY: &[P] = &[PROCESS_EXEC, PROCESS_EXIT];
-    /// The scheduler family.
-    pub const SCHED: &[P] = &[SCHED_WAKEUP, SCHED_WAKEUP_NEW];
+    /// The scheduler family's wakeup programs, needed only where the kernel
+    /// keeps no sched_info (sched_switch is in every case).
+    pub const SCHED_WAKEUPS: &[P] = &[SCHED_WAKEUP, SCHED_WAKEUP_NEW];
     /// Kernel feature table for sched_switch: the first that loads is used.
     pub const SCHED_SWITCH_VARIANTS: &[P] = &[SCHED_SWITCH, SCHED_SWITCH_OLD];
     /// Every tp_btf program of the object.

@@ -15,8 +15,11 @@
 //! - `getppid`, which no golens program watches: while any syscall tracepoint is enabled, every
 //!   syscall of every process takes the kernel's traced entry and exit path, and this is that
 //!   toll.
-//! - a round trip between two threads pinned to one CPU through two pipes: two
-//!   `sched_wakeup` and two `sched_switch` hits (and the pipe reads and writes, which golens
+//! - a round trip between two threads pinned to one CPU through two pipes: two wakeups and
+//!   two `sched_switch` hits; the wakeups are `sched_wakeup` hits only where run-queue latency
+//!   comes from golens' wakeup timestamps, not from the kernel's sched_info (the first line
+//!   printed, `source\tsched_info` or `source\twakeups`, says which); and the pipe reads and
+//!   writes, which golens
 //!   does not probe).
 //!
 //! Three cases, in ABC CBA order, ROUNDS times (default 5): no golens programs; golens'
@@ -29,7 +32,7 @@ use std::{os::fd::AsRawFd, time::Instant};
 
 use anyhow::{bail, Context, Result};
 use golens::{discovery::pidns::ProcView, probes};
-use golens_ebpf::{programs, GoStats, PressureStats, SchedStats};
+use golens_ebpf::{GoStats, PressureStats, SchedStats};
 
 const CASES: [&str; 3] = ["no programs", "not tracked", "tracked"];
 
@@ -49,6 +52,7 @@ fn main() -> Result<()> {
         bail!("ROUNDS must be at least 1");
     }
     pin_to_one_cpu()?;
+    println!("source\t{}", probes::RunqSource::detect().label());
     let view = ProcView::current()?;
     probes::ensure_tracefs()?;
     let workloads = [
@@ -69,7 +73,7 @@ fn main() -> Result<()> {
         },
         Workload {
             key: "roundtrip",
-            name: "thread round trip (2 sched_wakeup + 2 sched_switch)",
+            name: "thread round trip (2 wakeups + 2 sched_switch)",
             run: round_trips,
         },
     ];
@@ -103,8 +107,7 @@ fn main() -> Result<()> {
 /// `golens run` does; with `track`, this process is tracked.
 fn attach(view: &ProcView, track: bool) -> Result<probes::KernelSide> {
     let mut kernel = probes::KernelSide::load(probes::load_btf(None)?, 16, view)?;
-    let mut failures = kernel.attach_family(programs::SCHED);
-    failures.extend(kernel.attach_first_of(programs::SCHED_SWITCH_VARIANTS).err());
+    let mut failures = kernel.attach_sched();
     failures.extend(kernel.attach_tracepoints(golens_ebpf::syscalls::NETPOLL));
     failures.extend(kernel.attach_tracepoints(golens_ebpf::syscalls::TIMERS));
     // epoll_pwait2 is absent before 5.11; the loops do not call it.

@@ -221,11 +221,14 @@ fn next_epoch(tracker: &mut Tracker, epoch: u64) {
     }
 }
 
-/// Whether run-queue latency is measured: both wakeups and one sched_switch variant.
+/// Whether run-queue latency is measured: one sched_switch variant, and both wakeup programs
+/// where they were attached (run-queue latency from golens' wakeup timestamps; with the
+/// kernel's sched_info they are not attached at all).
 fn sched_attached(attached: &BTreeMap<String, bool>) -> bool {
-    use golens_ebpf::programs::{SCHED, SCHED_SWITCH_VARIANTS};
+    use golens_ebpf::programs::{SCHED_SWITCH_VARIANTS, SCHED_WAKEUPS};
     let on = |program: &str| attached.get(program) == Some(&true);
-    SCHED.iter().all(|p| on(p.program)) && SCHED_SWITCH_VARIANTS.iter().any(|p| on(p.program))
+    SCHED_WAKEUPS.iter().all(|p| attached.get(p.program) != Some(&false))
+        && SCHED_SWITCH_VARIANTS.iter().any(|p| on(p.program))
 }
 
 /// Kernel-side drop counters, summed over CPUs, by reason.

@@ -146,12 +146,10 @@ pub(crate) fn load_and_attach(
         return Err(failure).context("discovery probes are required");
     }
     if args.probes.contains(&ProbeFamily::Sched) {
-        for failure in kernel.attach_family(programs::SCHED) {
+        for failure in kernel.attach_sched() {
             warn!(family = "sched", "probe not attached: {failure}");
         }
-        if let Err(failure) = kernel.attach_first_of(programs::SCHED_SWITCH_VARIANTS) {
-            warn!(family = "sched", "probe not attached: {failure}");
-        }
+        info!(source = kernel.runq_source.label(), "run-queue latency source");
     }
     kernel.calibrate_pidns(view).context("reading pids in golens' pid namespace")?;
     attach_syscall_families(&mut kernel, &args.probes);

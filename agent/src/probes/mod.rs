@@ -93,6 +93,8 @@ pub struct KernelSide {
     btf: Option<Btf>,
     /// Whether pids are translated into golens' pid namespace (load-time global).
     pidns_translate: u32,
+    /// Where run-queue latency comes from (load-time global).
+    pub runq_source: RunqSource,
     /// program name -> attached?
     pub attached: BTreeMap<String, bool>,
     /// The tracepoint links, owned here rather than by their programs so
@@ -111,13 +113,16 @@ impl KernelSide {
     /// Loads the object (maps sized for `max_tracked` processes); attaches nothing yet.
     pub fn load(btf: Btf, max_tracked: u32, view: &ProcView) -> Result<KernelSide, ProbeError> {
         let pidns_translate = u32::from(!view.initial);
+        let runq_source = RunqSource::detect();
+        let from_sched_info = u32::from(runq_source == RunqSource::SchedInfo);
         let mut loader = EbpfLoader::new();
         loader
             .btf(Some(&btf))
             // wakeup_ts is task storage, which aya 0.14 creates but has no
             // typed wrapper for (userspace never touches it).
             .allow_unsupported_maps()
-            .override_global(golens_ebpf::PIDNS_TRANSLATE_GLOBAL, &pidns_translate, true);
+            .override_global(golens_ebpf::PIDNS_TRANSLATE_GLOBAL, &pidns_translate, true)
+            .override_global(golens_ebpf::RUNQ_FROM_SCHED_INFO_GLOBAL, &from_sched_info, true);
         for map in maps::PER_PROCESS {
             loader.map_max_entries(map, max_tracked);
         }
@@ -126,9 +131,22 @@ impl KernelSide {
             ebpf,
             btf: Some(btf),
             pidns_translate,
+            runq_source,
             attached: BTreeMap::new(),
             links: Vec::new(),
         })
+    }
+
+    /// Attaches the scheduler family: sched_switch, and the wakeup programs
+    /// where run-queue latency comes from golens' own timestamps. Returns
+    /// the errors of the programs that failed.
+    pub fn attach_sched(&mut self) -> Vec<ProbeError> {
+        let mut failures = match self.runq_source {
+            RunqSource::SchedInfo => Vec::new(),
+            RunqSource::Wakeups => self.attach_family(programs::SCHED_WAKEUPS),
+        };
+        failures.extend(self.attach_first_of(programs::SCHED_SWITCH_VARIANTS).err());
+        failures
     }
 
     /// Loads and attaches one tp_btf program; records the outcome.
@@ -389,6 +407,52 @@ impl KernelSide {
     }
 }
 
+/// Where run-queue latency comes from (see `bpf/sched.bpf.c`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunqSource {
+    /// The kernel's own sched_info, read at sched_switch: the intervals
+    /// schedstat sums, and no wakeup programs.
+    SchedInfo,
+    /// golens' timestamps at sched_wakeup, sched_wakeup_new and preemption.
+    Wakeups,
+}
+
+/// Forces a run-queue latency source: `wakeups` or `sched-info`
+/// (troubleshooting, and the tests of the fallback).
+pub const RUNQ_SOURCE_ENV: &str = "GOLENS_RUNQ_SOURCE";
+
+impl RunqSource {
+    /// sched_info where the kernel keeps it (this thread's schedstat counts
+    /// its own timeslices; it reads zeros on a kernel built without
+    /// CONFIG_SCHEDSTATS whose delay accounting is off), else wakeups;
+    /// GOLENS_RUNQ_SOURCE decides when set.
+    pub fn detect() -> RunqSource {
+        match std::env::var(RUNQ_SOURCE_ENV).as_deref() {
+            Ok("wakeups") => return RunqSource::Wakeups,
+            Ok("sched-info") => return RunqSource::SchedInfo,
+            _ => {}
+        }
+        let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+        if Self::timeslices(&schedstat).is_some_and(|slices| slices > 0) {
+            RunqSource::SchedInfo
+        } else {
+            RunqSource::Wakeups
+        }
+    }
+
+    /// "run_ns wait_ns timeslices" → timeslices.
+    fn timeslices(schedstat: &str) -> Option<u64> {
+        schedstat.split_whitespace().nth(2)?.parse().ok()
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RunqSource::SchedInfo => "sched_info",
+            RunqSource::Wakeups => "wakeups",
+        }
+    }
+}
+
 /// Where the classic tracepoints' ids are read (aya looks at both).
 const TRACEFS: &str = "/sys/kernel/tracing";
 const TRACEFS_C: &std::ffi::CStr = c"/sys/kernel/tracing";
@@ -484,5 +548,17 @@ mod tests {
         assert!(pidns_config(&calibration(1, &[812, 1]), &view).is_err());
         let unseen = Calibration::default();
         assert!(pidns_config(&unseen, &view).is_err());
+    }
+
+    #[test]
+    fn sched_info_is_on_when_schedstat_counts_timeslices() {
+        assert_eq!(RunqSource::timeslices("494328 1813213 3\n"), Some(3));
+        // A kernel that keeps no sched_info shows zeros.
+        assert_eq!(RunqSource::timeslices("0 0 0\n"), Some(0));
+        assert_eq!(RunqSource::timeslices(""), None);
+        // This test runs on a kernel with sched_info (as every test machine here).
+        if std::env::var(RUNQ_SOURCE_ENV).is_err() {
+            assert_eq!(RunqSource::detect(), RunqSource::SchedInfo);
+        }
     }
 }

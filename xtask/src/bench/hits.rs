@@ -404,11 +404,13 @@ impl Sample {
     fn costs(&self, prices: &Prices, watched: bool) -> [f64; FAMILIES.len()] {
         let pick = |price: &Price| if watched { price.tracked } else { price.untracked };
         let toll = prices.toll.untracked;
-        // Switches in and wakeups of a watched thread do the work; a switch out does only when
-        // the thread was preempted (then priced as a switch in), else it is an early return.
+        // Switches in (and wakeups) of a watched thread do the work; a switch out does only
+        // when the thread was preempted (then priced as a switch in), else it is an early
+        // return.
         let preempted = self.preempted.min(self.switch_out);
-        let sched = (self.switch_in + self.wakeup + preempted) * prices.sched_hit(watched)
-            + (self.switch_out - preempted) * prices.sched_hit(false);
+        let sched = (self.switch_in + preempted) * prices.sched_hit(watched)
+            + (self.switch_out - preempted) * prices.sched_hit(false)
+            + self.wakeup * prices.wakeup_hit(watched);
         let other_syscalls = (self.syscalls - self.epoll - self.sleep).max(0.0);
         [
             sched,
@@ -456,6 +458,9 @@ struct Prices {
     nanosleep: Price,
     /// A round trip between two threads on one CPU: 2 wakeups, 2 switches, 4 pipe syscalls.
     round_trip: Price,
+    /// Whether golens' sched_wakeup programs ran (run-queue latency from its wakeup
+    /// timestamps); with the kernel's sched_info a wakeup runs no golens program.
+    wakeup_programs: bool,
     uprobe_tracked_ns: f64,
 }
 
@@ -464,8 +469,13 @@ impl Prices {
     fn parse_tracepoints(output: &str) -> Result<Prices> {
         let mut prices = Prices::default();
         let mut seen = 0;
+        let mut source = None;
         for line in output.lines() {
             let fields: Vec<&str> = line.split('\t').collect();
+            if let ["source", label] = fields.as_slice() {
+                source = Some(*label);
+                continue;
+            }
             let ["result", key, case, median, low, high] = fields.as_slice() else { continue };
             let number = |text: &str| -> Result<f64> {
                 text.parse().with_context(|| format!("tracepoint_hit_cost: `{line}`"))
@@ -488,13 +498,36 @@ impl Prices {
         if seen != 8 {
             bail!("tracepoint_hit_cost printed {seen} of its 8 result lines:\n{output}");
         }
+        prices.wakeup_programs = match source {
+            Some("wakeups") => true,
+            Some("sched_info") => false,
+            other => bail!("tracepoint_hit_cost's run-queue source: {other:?}\n{output}"),
+        };
         Ok(prices)
     }
 
-    /// One scheduler hit: a quarter of a round trip once its four syscalls' toll is taken out.
+    /// One scheduler hit: a round trip once its four syscalls' toll is taken out, over its
+    /// hits (its 2 switches, and its 2 wakeups where golens' wakeup programs run).
     fn sched_hit(&self, watched: bool) -> f64 {
         let trip = if watched { self.round_trip.tracked } else { self.round_trip.untracked };
-        (trip - 4.0 * self.toll.untracked).max(0.0) / 4.0
+        (trip - 4.0 * self.toll.untracked).max(0.0) / self.hits_per_round_trip()
+    }
+
+    fn hits_per_round_trip(&self) -> f64 {
+        if self.wakeup_programs {
+            4.0
+        } else {
+            2.0
+        }
+    }
+
+    /// What a wakeup of the service's threads costs: a scheduler hit, or nothing.
+    fn wakeup_hit(&self, watched: bool) -> f64 {
+        if self.wakeup_programs {
+            self.sched_hit(watched)
+        } else {
+            0.0
+        }
     }
 
     /// One syscall exit hit of the pressure families: priced as half of a `nanosleep` call's
@@ -555,7 +588,8 @@ fn format_report(
         "\n## golens' cost per service, family by family\n\nMachine: {} CPUs, {}, kernel {}. \
          Prices (median of {} rounds [range]): any syscall's toll {:.0} ns [{:.0}, {:.0}]; \
          `epoll_pwait` call {}; `nanosleep` call {}; scheduler hit {:.0} ns watched, {:.0} ns \
-         not (a quarter of a round trip: {}); runtime uprobe hit {:.0} ns. Hits counted over {} \
+         not (a round trip over its {} hits, run-queue latency from {}: {}); runtime uprobe hit \
+         {:.0} ns. Hits counted over {} \
          windows of {} s at {} requests/s to each twin; each twin of each window is a sample: \
          median [range].\n",
         machine.cpus,
@@ -569,6 +603,12 @@ fn format_report(
         price(&prices.nanosleep),
         prices.sched_hit(true),
         prices.sched_hit(false),
+        prices.hits_per_round_trip(),
+        if prices.wakeup_programs {
+            "golens' wakeup timestamps"
+        } else {
+            "the kernel's sched_info"
+        },
         price(&prices.round_trip),
         prices.uprobe_tracked_ns,
         options.windows,
@@ -680,6 +720,7 @@ mod tests {
     use super::*;
 
     const EXAMPLE_OUTPUT: &str = "\
+source\twakeups
 getppid, per call (no golens program: the syscall tracepoints' toll):
      no programs: 124 ns (runs: 123, 124)
 result\ttoll\tuntracked\t61.0\t43.0\t61.5
@@ -711,8 +752,23 @@ result\troundtrip\ttracked\t1146.0\t1010.0\t1232.0
     }
 
     #[test]
+    fn with_sched_info_a_round_trip_is_two_hits_and_wakeups_are_free() {
+        let output = EXAMPLE_OUTPUT.replace("source\twakeups", "source\tsched_info");
+        let prices = Prices::parse_tracepoints(&output).unwrap();
+        // (1146 - 4 * 61) / 2
+        assert_eq!(prices.sched_hit(true), 451.0);
+        assert_eq!(prices.wakeup_hit(true), 0.0);
+        let text = "@switch_in[10]: 100\n@wakeup[10]: 100\n@switch_out[10]: 100\n";
+        let sample = Sample::new(&Counts::parse(text), 10, &[10], 100, 0.01, 0, 0);
+        // one switch in (451) and one early-return switch out ((735 - 244) / 2)
+        assert!((sample.costs(&prices, true)[0] - (451.0 + 245.5) / 1000.0).abs() < 1e-9);
+        let unknown = EXAMPLE_OUTPUT.replace("source\twakeups", "source\tother");
+        assert!(Prices::parse_tracepoints(&unknown).is_err());
+    }
+
+    #[test]
     fn missing_result_lines_are_an_error_that_shows_the_output() {
-        let cut: String = EXAMPLE_OUTPUT.lines().take(5).map(|l| format!("{l}\n")).collect();
+        let cut: String = EXAMPLE_OUTPUT.lines().take(6).map(|l| format!("{l}\n")).collect();
         let error = Prices::parse_tracepoints(&cut).unwrap_err().to_string();
         assert!(error.contains("3 of its 8 result lines"), "{error}");
         assert!(error.contains("no programs"), "{error}");
