@@ -54,8 +54,10 @@ struct {
 } wakeup_ts SEC(".maps");
 
 /* sched_info source: a thread's run_delay (with its current wait) and
- * pcount at its last run golens saw. Created at a tracked thread's first
- * run: that run gives no sample, nor does one after runs golens missed. */
+ * pcount at its last run golens saw. Created at the first run of a tracked
+ * thread golens sees: that run gives a sample only if it is the thread's
+ * very first (its wait since creation), and a run after runs golens missed
+ * gives none. */
 struct runq_seen {
 	__u64 run_delay;
 	__u64 next_pcount; /* the pcount of the run that follows; 0: none yet */
@@ -167,6 +169,8 @@ static __always_inline void record_sched_info_wait(struct task_struct *next)
 	 * a sample only when golens saw the run before it. */
 	if (seen->next_pcount && pcount == seen->next_pcount && run_delay >= seen->run_delay)
 		hist_record_local(&stats->runqueue_latency, run_delay - seen->run_delay);
+	else if (!seen->next_pcount && pcount == 0)
+		hist_record_local(&stats->runqueue_latency, run_delay);
 	seen->run_delay = run_delay;
 	seen->next_pcount = pcount + 1;
 }
