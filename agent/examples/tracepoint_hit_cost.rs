@@ -16,17 +16,17 @@
 //!   syscall of every process takes the kernel's traced entry and exit path, and this is that
 //!   toll.
 //! - a round trip between two threads pinned to one CPU through two pipes: two wakeups and
-//!   two `sched_switch` hits; the wakeups are `sched_wakeup` hits only where run-queue latency
-//!   comes from golens' wakeup timestamps, not from the kernel's sched_info (the first line
-//!   printed, `source\tsched_info` or `source\twakeups`, says which); and the pipe reads and
-//!   writes, which golens
-//!   does not probe).
+//!   two `sched_switch` hits, and the pipe reads and writes, which golens does not probe. The
+//!   wakeups are `sched_wakeup` hits only where run-queue latency comes from golens' wakeup
+//!   timestamps rather than the kernel's sched_info; the first line printed,
+//!   `source\tsched_info` or `source\twakeups`, says which.
 //!
 //! Three cases, in ABC CBA order, ROUNDS times (default 5): no golens programs; golens'
 //! scheduler, netpoll and timers programs attached, this process not tracked (every hit takes
 //! the early return); and the same with this process tracked (every hit does its work).
 //! Differences of the medians are the cost; the spread printed is that of each round's
-//! differences. `cargo xtask bench hits` runs this and prices each process's hits with it. The whole process runs on one CPU (the first it may use).
+//! differences. The whole process runs on one CPU (the first it may use). `cargo xtask bench
+//! hits` runs this and prices each process's hits with it.
 
 use std::{os::fd::AsRawFd, time::Instant};
 
