@@ -149,7 +149,7 @@ impl Running {
 }
 
 /// A child that is SIGKILLed and reaped when dropped (on error paths too).
-struct KilledOnDrop(Child);
+pub struct KilledOnDrop(pub Child);
 
 impl Drop for KilledOnDrop {
     fn drop(&mut self) {

@@ -24,14 +24,20 @@ use std::{
     fs,
     io::{BufRead, BufReader, Read},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 
-use super::{hey, processes::Service, procfs, Machine, Pinning, Scenario, WARM_UP_SECONDS};
+use super::{
+    hey::{self, KilledOnDrop},
+    processes::{self, Service},
+    procfs,
+    summary::{self, Spread},
+    Machine, Pinning, Scenario, WARM_UP_SECONDS,
+};
 use crate::util;
 
 const USAGE: &str = "\
@@ -253,9 +259,10 @@ tracepoint:raw_syscalls:sys_enter {{ @syscalls[pid] = count(); }}
     )
 }
 
-/// A running bpftrace; `finish` stops it (SIGINT) and parses the maps it prints.
+/// A running bpftrace; `finish` stops it (SIGINT) and parses the maps it prints. Dropped
+/// unfinished (an error on the way), it is SIGKILLed: its probes go with it.
 struct Bpftrace {
-    child: Child,
+    child: KilledOnDrop,
     stdout: thread::JoinHandle<String>,
 }
 
@@ -288,20 +295,17 @@ impl Bpftrace {
             let _ = stdout.read_to_string(&mut rest);
             rest
         });
-        let mut counter = Bpftrace { child, stdout: reader };
+        let counter = Bpftrace { child: KilledOnDrop(child), stdout: reader };
         match ready_rx.recv_timeout(BPFTRACE_READY_TIMEOUT) {
             Ok(true) => {}
             Ok(false) => bail!(
                 "bpftrace exited before attaching its probes: run `bpftrace {}` to see why",
                 script.display()
             ),
-            Err(_) => {
-                let _ = counter.child.kill();
-                bail!(
-                    "bpftrace did not attach its probes within {} s",
-                    BPFTRACE_READY_TIMEOUT.as_secs()
-                )
-            }
+            Err(_) => bail!(
+                "bpftrace did not attach its probes within {} s",
+                BPFTRACE_READY_TIMEOUT.as_secs()
+            ),
         }
         // Attaching is printed before the last probes are live; a moment for them.
         thread::sleep(Duration::from_millis(200));
@@ -310,15 +314,9 @@ impl Bpftrace {
 
     fn finish(mut self) -> Result<Counts> {
         const SIGINT: i32 = 2;
-        extern "C" {
-            fn kill(pid: i32, signal: i32) -> i32;
-        }
-        // SAFETY: signalling our own child, which has not been reaped yet.
-        unsafe { kill(self.child.id() as i32, SIGINT) };
+        processes::signal(&self.child.0, SIGINT);
         let deadline = Instant::now() + BPFTRACE_EXIT_TIMEOUT;
-        if util::wait_until(&mut self.child, deadline).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if util::wait_until(&mut self.child.0, deadline).is_none() {
             bail!("bpftrace did not exit within {} s of SIGINT", BPFTRACE_EXIT_TIMEOUT.as_secs());
         }
         let text = self.stdout.join().map_err(|_| anyhow::anyhow!("bpftrace reader panicked"))?;
@@ -399,6 +397,23 @@ impl Sample {
         self.switch_in + self.switch_out + self.wakeup + self.syscalls
     }
 
+    /// Every syscall but the epoll and sleep calls: those that pay only the toll.
+    fn other_syscalls(&self) -> f64 {
+        (self.syscalls - self.epoll - self.sleep).max(0.0)
+    }
+
+    /// Events per request, family by family (FAMILIES' order; GC cycles for `goruntime`).
+    fn events(&self) -> [f64; FAMILIES.len()] {
+        [
+            self.switch_in + self.switch_out + self.wakeup,
+            self.gc_cycles,
+            self.epoll,
+            self.sleep,
+            self.pressure,
+            self.other_syscalls(),
+        ]
+    }
+
     /// Cost per request, µs, family by family (FAMILIES' order), at `prices` for a process
     /// golens watches (`watched`) or not.
     fn costs(&self, prices: &Prices, watched: bool) -> [f64; FAMILIES.len()] {
@@ -411,7 +426,6 @@ impl Sample {
         let sched = (self.switch_in + preempted) * prices.sched_hit(watched)
             + (self.switch_out - preempted) * prices.sched_hit(false)
             + self.wakeup * prices.wakeup_hit(watched);
-        let other_syscalls = (self.syscalls - self.epoll - self.sleep).max(0.0);
         [
             sched,
             if watched {
@@ -422,7 +436,7 @@ impl Sample {
             self.epoll * pick(&prices.epoll),
             self.sleep * pick(&prices.nanosleep),
             self.pressure * prices.exit_hit(watched),
-            other_syscalls * toll,
+            self.other_syscalls() * toll,
         ]
         .map(|ns| ns / 1000.0)
     }
@@ -561,11 +575,6 @@ fn command_output(command: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn median_and_range(values: &mut [f64]) -> (f64, f64, f64) {
-    values.sort_by(f64::total_cmp);
-    (values[values.len() / 2], values[0], values[values.len() - 1])
-}
-
 fn format_report(
     machine: &Machine,
     options: &Options,
@@ -616,74 +625,56 @@ fn format_report(
         options.rate,
     ));
     for (scenario, samples) in results {
-        let mut cpu: Vec<f64> = samples.iter().map(|s| s.cpu_us_per_request).collect();
-        let (cpu_median, _, _) = median_and_range(&mut cpu);
+        let cpu = summary::median(samples.iter().map(|s| s.cpu_us_per_request)).unwrap_or(0.0);
         out.push_str(&format!(
-            "\n### {}: {}\n\nThe service's CPU per request: {cpu_median:.1} µs.\n\n\
+            "\n### {}: {}\n\nThe service's CPU per request: {cpu:.1} µs.\n\n\
              | family | the service's events per request | µs per request, watched | % of its CPU | not watched |\n\
              | --- | --: | --: | --: | --: |\n",
             scenario.name, scenario.description
         ));
-        let events = |s: &Sample| {
-            [
-                s.switch_in + s.switch_out + s.wakeup,
-                s.gc_cycles,
-                s.epoll,
-                s.sleep,
-                s.pressure,
-                (s.syscalls - s.epoll - s.sleep).max(0.0),
-            ]
-        };
         let watched: Vec<[f64; FAMILIES.len()]> =
             samples.iter().map(|s| s.costs(prices, true)).collect();
         let unwatched: Vec<[f64; FAMILIES.len()]> =
             samples.iter().map(|s| s.costs(prices, false)).collect();
-        let cell = |values: &mut Vec<f64>, digits: usize| {
-            let (median, low, high) = median_and_range(values);
-            format!("{median:.digits$} [{low:.digits$}, {high:.digits$}]")
+        // Each sample's cost as a share of its own CPU per request.
+        let shares = |costs: &[f64]| -> Vec<f64> {
+            costs.iter().zip(samples).map(|(cost, s)| 100.0 * cost / s.cpu_us_per_request).collect()
+        };
+        let cell = |values: &[f64], digits: usize| match summary::spread(values) {
+            Some(Spread { min, median, max }) => {
+                format!("{median:.digits$} [{min:.digits$}, {max:.digits$}]")
+            }
+            None => "—".to_string(),
         };
         for (row, family) in FAMILIES.iter().enumerate() {
-            let mut counts: Vec<f64> = samples.iter().map(|s| events(s)[row]).collect();
-            let mut costs: Vec<f64> = watched.iter().map(|c| c[row]).collect();
-            let mut shares: Vec<f64> = samples
-                .iter()
-                .zip(&watched)
-                .map(|(s, c)| 100.0 * c[row] / s.cpu_us_per_request)
-                .collect();
-            let mut not: Vec<f64> = unwatched.iter().map(|c| c[row]).collect();
+            let column = |costs: &[[f64; FAMILIES.len()]]| -> Vec<f64> {
+                costs.iter().map(|c| c[row]).collect()
+            };
+            let counts: Vec<f64> = samples.iter().map(|s| s.events()[row]).collect();
             out.push_str(&format!(
                 "| {family} | {} | {} | {} | {} |\n",
-                cell(&mut counts, 3),
-                cell(&mut costs, 3),
-                cell(&mut shares, 2),
-                cell(&mut not, 3)
+                cell(&counts, 3),
+                cell(&column(&watched), 3),
+                cell(&shares(&column(&watched)), 2),
+                cell(&column(&unwatched), 3)
             ));
         }
         let total = |costs: &[[f64; FAMILIES.len()]]| -> Vec<f64> {
             costs.iter().map(|c| c.iter().sum()).collect()
         };
-        let (mut watched_total, mut unwatched_total) = (total(&watched), total(&unwatched));
-        let mut watched_share: Vec<f64> = watched_total
-            .iter()
-            .zip(samples)
-            .map(|(cost, s)| 100.0 * cost / s.cpu_us_per_request)
-            .collect();
-        let mut unwatched_share: Vec<f64> = unwatched_total
-            .iter()
-            .zip(samples)
-            .map(|(cost, s)| 100.0 * cost / s.cpu_us_per_request)
-            .collect();
-        let mut added: Vec<f64> =
+        let (watched_total, unwatched_total) = (total(&watched), total(&unwatched));
+        let (watched_share, unwatched_share) = (shares(&watched_total), shares(&unwatched_total));
+        let added: Vec<f64> =
             watched_share.iter().zip(&unwatched_share).map(|(w, u)| w - u).collect();
         out.push_str(&format!(
             "| **total** | | **{}** | **{}** | {} |\n\nNot watched, the same service pays {} % of \
              its CPU per request while golens runs (early returns and the syscall toll); watching \
              it adds {} % (what the twin bench's ratio measures).\n",
-            cell(&mut watched_total, 3),
-            cell(&mut watched_share, 2),
-            cell(&mut unwatched_total, 3),
-            cell(&mut unwatched_share, 2),
-            cell(&mut added, 2),
+            cell(&watched_total, 3),
+            cell(&watched_share, 2),
+            cell(&unwatched_total, 3),
+            cell(&unwatched_share, 2),
+            cell(&added, 2),
         ));
     }
     out
@@ -819,6 +810,28 @@ result\troundtrip\ttracked\t1146.0\t1010.0\t1232.0
         // the toll: every syscall but the epoll and sleep calls, 61 ns
         assert!((watched[5] - (6.75 - 0.17 - 0.91) * 0.061).abs() < 1e-9);
         assert!(watched.iter().zip(&unwatched).all(|(w, u)| w >= u));
+    }
+
+    #[test]
+    fn the_report_gives_median_and_range_per_family_and_in_total() {
+        let text = |syscalls: u64| format!("@switch_in[10]: 100\n@syscalls[10]: {syscalls}\n");
+        // 100 requests, 100 µs of CPU each; 1 switch in and 10 or 30 syscalls per request.
+        let samples = [10, 30]
+            .map(|n| Sample::new(&Counts::parse(&text(n * 100)), 10, &[10], 100, 0.01, 0, 0));
+        let report = format_report(
+            &crate::bench::test_support::machine(),
+            &parse_args(&[]).unwrap(),
+            &prices(),
+            &[(super::super::REALISTIC, samples.to_vec())],
+        );
+        // The toll: 10 and 30 syscalls at 61 ns: 0.61 and 1.83 µs, median 1.22.
+        assert!(report.contains("| syscall toll (every other syscall) | 20.000 [10.000, 30.000] | 1.220 [0.610, 1.830] | 1.22 [0.61, 1.83] | 1.220 [0.610, 1.830] |"), "{report}");
+        // Total, watched: the toll plus one switch in at 225.5 ns.
+        assert!(
+            report.contains("| **total** | | **1.446 [0.836, 2.055]** | **1.45 [0.84, 2.06]** |"),
+            "{report}"
+        );
+        assert!(report.contains("The service's CPU per request: 100.0 µs."), "{report}");
     }
 
     #[test]

@@ -257,12 +257,7 @@ impl Agent {
     pub fn stop(mut self) -> Option<String> {
         let mut child = self.child.take()?;
         let signalled = Instant::now();
-        if let Ok(pid) = i32::try_from(child.id()) {
-            // SAFETY: kill has no memory preconditions; the pid is our own unreaped child.
-            unsafe {
-                kill(pid, SIGTERM);
-            }
-        }
+        signal(&child, SIGTERM);
         match util::wait_until(&mut child, signalled + AGENT_SIGTERM_TIMEOUT) {
             Some(status) if status.success() => None,
             Some(status) => {
@@ -284,6 +279,16 @@ impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
             kill_and_reap(child, "golens");
+        }
+    }
+}
+
+/// Sends `signal` to `child`, which must not have been reaped (its pid is still its own).
+pub fn signal(child: &Child, signal: i32) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill has no memory preconditions; the pid is our own unreaped child.
+        unsafe {
+            kill(pid, signal);
         }
     }
 }
