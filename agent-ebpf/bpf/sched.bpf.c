@@ -79,6 +79,16 @@ struct {
 	__type(value, struct golens_sched_stats);
 } sched_stats SEC(".maps");
 
+/* This CPU's copy of the stats of process `tgid`, or NULL when it is not
+ * tracked: the entry exists exactly while it is (created before its
+ * `tracked` entry, removed after it), so the lookup is the tracked test.
+ * tgid 0 (the idle task, or a task outside golens' pid namespace) is never
+ * tracked, and costs no lookup. */
+static __always_inline struct golens_sched_stats *tracked_sched_stats(__u32 tgid)
+{
+	return tgid ? bpf_map_lookup_elem(&sched_stats, &tgid) : 0;
+}
+
 /* Caller has checked that the task belongs to a tracked process. */
 static __always_inline void record_enqueue(struct task_struct *task)
 {
@@ -141,15 +151,10 @@ static __always_inline __u64 switch_rq_clock(struct task_struct *task)
  * accounts it (schedstat's run_delay). */
 static __always_inline void record_sched_info_wait(struct task_struct *next)
 {
-	struct golens_sched_stats *stats;
-	__u32 next_tgid = task_tgid(next);
+	struct golens_sched_stats *stats = tracked_sched_stats(task_tgid(next));
 	__u64 queued, run_delay, pcount;
 	struct runq_seen *seen;
 
-	if (!next_tgid)
-		return;
-	/* The stats entry exists exactly while the process is tracked. */
-	stats = bpf_map_lookup_elem(&sched_stats, &next_tgid);
 	if (!stats)
 		return;
 	run_delay = next->sched_info.run_delay;
@@ -179,15 +184,13 @@ static __always_inline void record_sched_info_wait(struct task_struct *next)
 static __always_inline void on_switch(struct task_struct *prev, struct task_struct *next,
 				      bool prev_runnable)
 {
-	__u32 prev_tgid, next_tgid;
 	struct golens_sched_stats *stats;
+	__u32 next_tgid;
 	__u64 *enqueued_at, start;
 
-	/* prev goes back to a run queue: the kernel's own nivcsw rule. The
-	 * stats entry exists exactly while the process is tracked. */
+	/* prev goes back to a run queue: the kernel's own nivcsw rule. */
 	if (prev_runnable) {
-		prev_tgid = task_tgid(prev);
-		stats = prev_tgid ? bpf_map_lookup_elem(&sched_stats, &prev_tgid) : 0;
+		stats = tracked_sched_stats(task_tgid(prev));
 		if (stats) {
 			stats->involuntary_switches += 1;
 			if (!golens_runq_from_sched_info)
@@ -211,7 +214,7 @@ static __always_inline void on_switch(struct task_struct *prev, struct task_stru
 	start = *enqueued_at;
 	*enqueued_at = 0;
 	next_tgid = task_tgid(next);
-	stats = bpf_map_lookup_elem(&sched_stats, &next_tgid);
+	stats = tracked_sched_stats(next_tgid);
 	if (stats) {
 		__u64 now = bpf_ktime_get_ns();
 		if (now > start)
